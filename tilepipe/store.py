@@ -1,0 +1,114 @@
+"""Read access to a slide store: ``results/slides/{id}.zarr`` (OME-Zarr, NGFF 0.5).
+
+Layout (a public contract, DESIGN section 3)::
+
+    {id}.zarr/                 group, attrs["ome"]["multiscales"] (axes c, y, x)
+        0, 1, 2, ...           image levels, (c, y, x) uint8, each 2x smaller in y and x
+        labels/                group, attrs["ome"]["labels"] = ["glomeruli"]
+            glomeruli/0        (y, x) uint8 0/1 mask at level-0 resolution
+
+Windows are addressed in level-0 pixels ``(y, x)`` and zero-filled where
+they pass the slide's border, as the training tiles of the recipe are.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from tilepipe.errors import InputError
+
+LABEL_NAME = "glomeruli"
+LABEL_PATH = f"labels/{LABEL_NAME}/0"
+
+
+class SlideStore:
+    """One slide store opened read-only.
+
+    Cheap to construct; zarr arrays are opened on first use, so a store can
+    be created in the parent process and used in DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise InputError(self.path, "slide store does not exist")
+
+    @cached_property
+    def group(self) -> zarr.Group:
+        try:
+            return zarr.open_group(self.path, mode="r")
+        except Exception as err:  # noqa: BLE001 - zarr raises several types
+            raise InputError(self.path, f"not a readable zarr group ({err})") from err
+
+    @cached_property
+    def multiscale(self) -> dict:
+        """The NGFF ``multiscales[0]`` dict of the image."""
+        try:
+            return self.group.attrs["ome"]["multiscales"][0]
+        except (KeyError, IndexError) as err:
+            raise InputError(self.path, "no OME-NGFF multiscales metadata") from err
+
+    @cached_property
+    def levels(self) -> list[zarr.Array]:
+        """Image arrays, level 0 first; each ``(c, y, x)`` uint8."""
+        return [self.group[d["path"]] for d in self.multiscale["datasets"]]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Level-0 ``(height, width)`` in pixels."""
+        _, h, w = self.levels[0].shape
+        return int(h), int(w)
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        """``(height, width)`` of ``level`` in pixels."""
+        _, h, w = self.levels[level].shape
+        return int(h), int(w)
+
+    @cached_property
+    def labels(self) -> zarr.Array | None:
+        """The ``(y, x)`` uint8 glomerulus mask at level 0, or None if unlabeled."""
+        try:
+            return self.group[LABEL_PATH]
+        except KeyError:
+            return None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def read_image(self, y: int, x: int, height: int, width: int, level: int = 0) -> np.ndarray:
+        """Return the ``(c, height, width)`` uint8 window at ``(y, x)`` of ``level``.
+
+        Coordinates and sizes are in pixels of ``level``; pixels outside the
+        slide are 0.
+        """
+        return read_window(self.levels[level], y, x, height, width)
+
+    def read_labels(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return the ``(height, width)`` uint8 mask window at level-0 ``(y, x)``.
+
+        All zeros for an unlabeled slide; pixels outside the slide are 0.
+        """
+        if self.labels is None:
+            return np.zeros((height, width), dtype=np.uint8)
+        return read_window(self.labels, y, x, height, width)
+
+
+def read_window(array, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """Read ``array[..., y:y+height, x:x+width]``, zero-filled past the borders.
+
+    ``array`` is any array-like with ``(..., y, x)`` axes (zarr, numpy).
+    Returns a new numpy array of shape ``(..., height, width)``.
+    """
+    *lead, h, w = array.shape
+    out = np.zeros((*lead, height, width), dtype=array.dtype)
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + height, h), min(x + width, w)
+    if y1 > y0 and x1 > x0:
+        out[..., y0 - y:y1 - y, x0 - x:x1 - x] = array[..., y0:y1, x0:x1]
+    return out

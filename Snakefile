@@ -1,0 +1,25 @@
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/tiles.smk"
+include: "rules/folds.smk"
+
+
+# The first rule is the default target; `submission` takes its place once it exists.
+rule all:
+    input:
+        rules.slides.input,
+        rules.tiles.input,
+        "results/folds.csv",
+    default_target: True

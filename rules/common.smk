@@ -1,0 +1,81 @@
+"""Helpers and input functions shared by the rules (no rules here)."""
+
+from pathlib import Path
+
+from tilepipe.dataset import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
+from tilepipe.demo import plan_demo
+from tilepipe.provenance import code_hash
+
+IS_DEMO = config["data"]["root"] is None
+
+if IS_DEMO:
+    DATA_ROOT = "results/demo/data"
+    DEMO_SLIDES = {s.id: s for s in plan_demo(config["demo"], config["seed"])}
+    SPLIT = {slide_id: s.split for slide_id, s in DEMO_SLIDES.items()}
+    TIFF = {slide_id: f"{DATA_ROOT}/{s.split}/{slide_id}.tiff" for slide_id, s in DEMO_SLIDES.items()}
+    POLYGONS = {
+        slide_id: f"{DATA_ROOT}/train/{slide_id}.json"
+        for slide_id, s in DEMO_SLIDES.items()
+        if s.label_source == "polygons"
+    }
+else:
+    DATA_ROOT = config["data"]["root"]
+    DATASET = KaggleDataset(DATA_ROOT)
+    DATASET.validate()
+    SPLIT = {
+        slide_id: DATASET.split_of(slide_id)
+        for slide_id in [*DATASET.train_ids, *DATASET.test_ids, *DATASET.external_ids]
+    }
+    TIFF = {slide_id: str(DATASET.tiff_path(slide_id)) for slide_id in SPLIT}
+    POLYGONS = {
+        slide_id: str(DATASET.polygons_path(slide_id))
+        for slide_id in DATASET.train_ids
+        if DATASET.polygons_path(slide_id) is not None
+    }
+
+TRAIN_IDS = [s for s in SPLIT if SPLIT[s] == "train"]
+TEST_IDS = [s for s in SPLIT if SPLIT[s] == "test"]
+EXTERNAL_IDS = [s for s in SPLIT if SPLIT[s] == "external"]
+ALL_IDS = list(SPLIT)
+
+
+wildcard_constraints:
+    slide="[A-Za-z0-9_-]+",
+
+
+def section(name):
+    """Config section ``name`` as a plain dict with sorted keys (stable params repr)."""
+    return dict(sorted(config[name].items()))
+
+
+def code(*modules):
+    """Hash of the tilepipe code a job runs: a param, so edits rerun it and touches do not."""
+    return code_hash(list(modules))
+
+
+def data_file(name):
+    return f"{DATA_ROOT}/{name}"
+
+
+def table_inputs(wildcards=None):
+    """The dataset CSVs a slide job reads (train.csv only where it exists)."""
+    tables = [data_file(INFO_CSV)]
+    if IS_DEMO or Path(data_file(TRAIN_CSV)).is_file():
+        tables.append(data_file(TRAIN_CSV))
+    return tables
+
+
+def slide_inputs(wildcards):
+    """The TIFF of a slide, its polygons file if any, and the dataset CSVs."""
+    inputs = {"tiff": TIFF[wildcards.slide], "tables": table_inputs()}
+    if wildcards.slide in POLYGONS:
+        inputs["polygons"] = POLYGONS[wildcards.slide]
+    return inputs
+
+
+def slide_stores(ids):
+    return expand("results/slides/{slide}.zarr", slide=ids)
+
+
+def tile_indices(ids):
+    return expand("results/tiles/{slide}.parquet", slide=ids)

@@ -1,0 +1,45 @@
+"""The embedded demo: a synthetic dataset in the Kaggle layout (data.root: null)."""
+
+if IS_DEMO:
+
+    rule demo_train_slide:
+        output:
+            tiff="results/demo/data/train/{slide}.tiff",
+            polygons="results/demo/data/train/{slide}.json",
+            truth="results/demo/truth/{slide}.rle",
+        params:
+            demo=section("demo"),
+            seed=config["seed"],
+            code=code("tilepipe.demo"),
+        log:
+            "results/logs/demo_slide/{slide}.log",
+        conda:
+            "../envs/tilepipe.yaml"
+        script:
+            "../workflow_scripts/demo_slide.py"
+
+    use rule demo_train_slide as demo_unlabeled_slide with:
+        output:
+            tiff="results/demo/data/{split}/{slide}.tiff",
+            truth="results/demo/truth/{slide}.rle",
+        wildcard_constraints:
+            split="test|external",
+
+    rule demo_tables:
+        input:
+            truth=expand("results/demo/truth/{slide}.rle", slide=ALL_IDS),
+        output:
+            info=data_file(INFO_CSV),
+            train=data_file(TRAIN_CSV),
+            submission=data_file(SUBMISSION_CSV),
+            truth="results/demo/truth.csv",
+        params:
+            demo=section("demo"),
+            seed=config["seed"],
+            code=code("tilepipe.demo"),
+        log:
+            "results/logs/demo_tables.log",
+        conda:
+            "../envs/tilepipe.yaml"
+        script:
+            "../workflow_scripts/demo_tables.py"

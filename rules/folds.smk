@@ -1,0 +1,21 @@
+"""Patient-grouped folds over the train slides."""
+
+
+rule folds:
+    input:
+        info=data_file(INFO_CSV),
+        tiles=tile_indices(TRAIN_IDS),
+    output:
+        "results/folds.csv",
+    params:
+        data_root=DATA_ROOT,
+        slides=TRAIN_IDS,
+        folds=section("folds"),
+        seed=config["seed"],
+        code=code("tilepipe.folds"),
+    log:
+        "results/logs/folds.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    script:
+        "../workflow_scripts/folds.py"

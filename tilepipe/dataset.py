@@ -1,0 +1,188 @@
+"""The input data folder in the Kaggle ``hubmap-kidney-segmentation`` layout.
+
+::
+
+    train/{id}.tiff, optional train/{id}.json (polygons)
+    train.csv                          id,encoding
+    test/{id}.tiff
+    sample_submission.csv              id,predicted (ids and order of the output)
+    HuBMAP-20-dataset_information.csv  image_file,width_pixels,height_pixels,...,patient_number,...
+    external/{id}.tiff                 optional unlabeled slides
+
+Every inconsistency is an :class:`InputError` naming the file that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from tilepipe.errors import InputError
+
+TRAIN_CSV = "train.csv"
+SUBMISSION_CSV = "sample_submission.csv"
+INFO_CSV = "HuBMAP-20-dataset_information.csv"
+SPLITS = ("train", "test", "external")
+TIFF_SUFFIXES = (".tiff", ".tif")
+
+_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_id(slide_id: object, source: str | os.PathLike) -> str:
+    """Return ``slide_id`` as a string if it matches ``[A-Za-z0-9_-]+``.
+
+    Anything else (path separators, dots, spaces, empty) is an InputError
+    naming ``source``: ids become file names, so no path tricks.
+    """
+    text = str(slide_id)
+    if not _ID.fullmatch(text):
+        raise InputError(source, f"slide id {text!r} is not of the form [A-Za-z0-9_-]+")
+    return text
+
+
+class KaggleDataset:
+    """A data folder in the Kaggle layout, read lazily and validated.
+
+    Ids come from the TIFF files of each split folder (sorted), except the
+    test ids, which come from ``sample_submission.csv`` in its order.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(self.root, "data folder does not exist")
+
+    # -- files -------------------------------------------------------------
+    def _slides_in(self, split: str) -> dict[str, Path]:
+        folder = self.root / split
+        if not folder.is_dir():
+            return {}
+        found: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith("."):
+                slide_id = check_id(path.stem, path)
+                if slide_id in found:
+                    raise InputError(path, f"two TIFF files for slide {slide_id}")
+                found[slide_id] = path
+        return found
+
+    @cached_property
+    def _tiffs(self) -> dict[str, dict[str, Path]]:
+        return {split: self._slides_in(split) for split in SPLITS}
+
+    def _read_csv(self, name: str, columns: tuple[str, ...], required: bool = True) -> pd.DataFrame | None:
+        path = self.root / name
+        if not path.is_file():
+            if required:
+                raise InputError(path, "file is missing")
+            return None
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise InputError(path, f"not a readable CSV ({err})") from err
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise InputError(path, f"missing column(s) {', '.join(missing)}; has {', '.join(table.columns)}")
+        for slide_id in table[columns[0]]:
+            check_id(Path(slide_id).stem if columns[0] == "image_file" else slide_id, path)
+        duplicated = table[columns[0]][table[columns[0]].duplicated()]
+        if len(duplicated):
+            raise InputError(path, f"id {duplicated.iloc[0]!r} appears more than once")
+        return table
+
+    @cached_property
+    def train_table(self) -> pd.DataFrame:
+        """``train.csv`` as strings: id, encoding (empty string = empty mask)."""
+        table = self._read_csv(TRAIN_CSV, ("id", "encoding"), required=False)
+        return table if table is not None else pd.DataFrame({"id": [], "encoding": []}, dtype=str)
+
+    @cached_property
+    def info_table(self) -> pd.DataFrame:
+        """The dataset information CSV as strings, indexed by slide id."""
+        table = self._read_csv(INFO_CSV, ("image_file", "width_pixels", "height_pixels", "patient_number"))
+        table.index = [Path(f).stem for f in table["image_file"]]
+        return table
+
+    @cached_property
+    def test_ids(self) -> list[str]:
+        """Test ids in ``sample_submission.csv`` order."""
+        path = self.root / SUBMISSION_CSV
+        table = self._read_csv(SUBMISSION_CSV, ("id",), required=bool(self._tiffs["test"]))
+        ids = [] if table is None else list(table["id"])
+        for slide_id in ids:
+            if slide_id not in self._tiffs["test"]:
+                raise InputError(path, f"id {slide_id} has no slide test/{slide_id}.tiff")
+        for slide_id in self._tiffs["test"]:
+            if slide_id not in ids:
+                raise InputError(self._tiffs["test"][slide_id], f"test slide {slide_id} has no row in {SUBMISSION_CSV}")
+        return ids
+
+    @property
+    def train_ids(self) -> list[str]:
+        return list(self._tiffs["train"])
+
+    @property
+    def external_ids(self) -> list[str]:
+        return list(self._tiffs["external"])
+
+    def split_of(self, slide_id: str) -> str:
+        for split in SPLITS:
+            if slide_id in self._tiffs[split]:
+                return split
+        raise InputError(self.root, f"no slide {slide_id} in {', '.join(SPLITS)}")
+
+    def tiff_path(self, slide_id: str) -> Path:
+        return self._tiffs[self.split_of(slide_id)][slide_id]
+
+    def polygons_path(self, slide_id: str) -> Path | None:
+        """``train/{id}.json`` if it exists, else None."""
+        path = self.root / "train" / f"{slide_id}.json"
+        return path if self.split_of(slide_id) == "train" and path.is_file() else None
+
+    def rle(self, slide_id: str) -> str | None:
+        """The slide's ``train.csv`` encoding, or None without a row."""
+        rows = self.train_table.loc[self.train_table["id"] == slide_id, "encoding"]
+        return None if rows.empty else str(rows.iloc[0])
+
+    def expected_shape(self, slide_id: str) -> tuple[int, int] | None:
+        """``(height_pixels, width_pixels)`` from the information CSV; None for external slides."""
+        if slide_id not in self.info_table.index:
+            if self.split_of(slide_id) == "external":
+                return None
+            raise InputError(self.root / INFO_CSV, f"slide {slide_id} has no row (image_file {slide_id}.tiff)")
+        row = self.info_table.loc[slide_id]
+        try:
+            return int(row["height_pixels"]), int(row["width_pixels"])
+        except ValueError as err:
+            raise InputError(self.root / INFO_CSV, f"slide {slide_id}: width/height is not an integer") from err
+
+    def patient(self, slide_id: str) -> str:
+        """The slide's ``patient_number`` as a string (error if missing)."""
+        self.expected_shape(slide_id)
+        value = str(self.info_table.loc[slide_id, "patient_number"]).strip()
+        if not value:
+            raise InputError(self.root / INFO_CSV, f"slide {slide_id} has no patient_number")
+        return value.removesuffix(".0")
+
+    def validate(self) -> None:
+        """Check the cross-file consistency; raise InputError on the first problem.
+
+        Every train.csv id has a train slide; every train and test slide has
+        a row in the information CSV; every train slide has a mask source
+        (an RLE row or polygons).
+        """
+        path = self.root / TRAIN_CSV
+        for slide_id in self.train_table["id"]:
+            if slide_id not in self._tiffs["train"]:
+                raise InputError(path, f"id {slide_id} has no slide train/{slide_id}.tiff")
+        for slide_id in [*self.train_ids, *self.test_ids]:
+            self.expected_shape(slide_id)
+        for slide_id in self.train_ids:
+            if self.rle(slide_id) is None and self.polygons_path(slide_id) is None:
+                raise InputError(
+                    self._tiffs["train"][slide_id], f"train slide {slide_id} has no row in {TRAIN_CSV} and no {slide_id}.json"
+                )

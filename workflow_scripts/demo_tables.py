@@ -1,0 +1,16 @@
+"""Write the demo's CSVs: train.csv, sample_submission.csv, dataset information, truth."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from pathlib import Path
+
+from tilepipe.demo import plan_demo, write_demo_tables
+
+write_demo_tables(
+    plan_demo(snakemake.params.demo, snakemake.params.seed),
+    data_root=Path(snakemake.output.info).parent,
+    truth_dir=Path(snakemake.input.truth[0]).parent,
+    truth_csv=snakemake.output.truth,
+)

@@ -1,0 +1,27 @@
+"""Assign the train slides to patient-grouped folds."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import pandas as pd
+
+from tilepipe.dataset import KaggleDataset
+from tilepipe.folds import make_folds, write_folds
+
+dataset = KaggleDataset(snakemake.params.data_root)
+slides = pd.DataFrame(
+    {
+        "slide": snakemake.params.slides,
+        "patient": [dataset.patient(s) for s in snakemake.params.slides],
+        "n_masked": [int(pd.read_parquet(p, columns=["is_masked"])["is_masked"].sum()) for p in snakemake.input.tiles],
+    }
+)
+folds = make_folds(
+    slides,
+    n_folds=snakemake.params.folds["n"],
+    patients=snakemake.params.folds["patients"],
+    seed=snakemake.params.seed,
+    source=snakemake.input.info,
+)
+write_folds(folds, snakemake.output[0])

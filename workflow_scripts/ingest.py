@@ -1,0 +1,21 @@
+"""Ingest one slide: TIFF (+ RLE or polygons) -> results/slides/{id}.zarr."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from tilepipe.dataset import TRAIN_CSV, KaggleDataset
+from tilepipe.ingest import ingest_slide
+
+slide_id = snakemake.wildcards.slide
+dataset = KaggleDataset(snakemake.params.data_root)
+ingest_slide(
+    snakemake.input.tiff,
+    snakemake.output[0],
+    rle=dataset.rle(slide_id),
+    label_source=f"{dataset.root / TRAIN_CSV} (id {slide_id})",
+    polygons_path=dataset.polygons_path(slide_id),
+    expected_shape=dataset.expected_shape(slide_id),
+    chunk=snakemake.params.ingest["chunk"],
+    min_level_size=snakemake.params.ingest["min_level_size"],
+)

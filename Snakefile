@@ -18,8 +18,8 @@ include: "rules/folds.smk"
 
 # The first rule is the default target; `submission` takes its place once it exists.
 rule all:
+    default_target: True
     input:
         rules.slides.input,
         rules.tiles.input,
         "results/folds.csv",
-    default_target: True

@@ -12,7 +12,10 @@ if IS_DEMO:
     DATA_ROOT = "results/demo/data"
     DEMO_SLIDES = {s.id: s for s in plan_demo(config["demo"], config["seed"])}
     SPLIT = {slide_id: s.split for slide_id, s in DEMO_SLIDES.items()}
-    TIFF = {slide_id: f"{DATA_ROOT}/{s.split}/{slide_id}.tiff" for slide_id, s in DEMO_SLIDES.items()}
+    TIFF = {
+        slide_id: f"{DATA_ROOT}/{s.split}/{slide_id}.tiff"
+        for slide_id, s in DEMO_SLIDES.items()
+    }
     POLYGONS = {
         slide_id: f"{DATA_ROOT}/train/{slide_id}.json"
         for slide_id, s in DEMO_SLIDES.items()
@@ -79,3 +82,8 @@ def slide_stores(ids):
 
 def tile_indices(ids):
     return expand("results/tiles/{slide}.parquet", slide=ids)
+
+
+def one_of(ids):
+    """A wildcard pattern matching exactly these ids (none if empty)."""
+    return "|".join(ids) if ids else "(?!)"

@@ -7,23 +7,32 @@ if IS_DEMO:
             tiff="results/demo/data/train/{slide}.tiff",
             polygons="results/demo/data/train/{slide}.json",
             truth="results/demo/truth/{slide}.rle",
+        log:
+            "results/logs/demo_slide/{slide}.log",
+        wildcard_constraints:
+            slide=one_of(TRAIN_IDS),
+        conda:
+            "../envs/tilepipe.yaml"
         params:
             demo=section("demo"),
             seed=config["seed"],
             code=code("tilepipe.demo"),
-        log:
-            "results/logs/demo_slide/{slide}.log",
-        conda:
-            "../envs/tilepipe.yaml"
         script:
             "../workflow_scripts/demo_slide.py"
 
-    use rule demo_train_slide as demo_unlabeled_slide with:
+    use rule demo_train_slide as demo_test_slide with:
         output:
-            tiff="results/demo/data/{split}/{slide}.tiff",
+            tiff="results/demo/data/test/{slide}.tiff",
             truth="results/demo/truth/{slide}.rle",
         wildcard_constraints:
-            split="test|external",
+            slide=one_of(TEST_IDS),
+
+    use rule demo_train_slide as demo_external_slide with:
+        output:
+            tiff="results/demo/data/external/{slide}.tiff",
+            truth="results/demo/truth/{slide}.rle",
+        wildcard_constraints:
+            slide=one_of(EXTERNAL_IDS),
 
     rule demo_tables:
         input:
@@ -33,13 +42,13 @@ if IS_DEMO:
             train=data_file(TRAIN_CSV),
             submission=data_file(SUBMISSION_CSV),
             truth="results/demo/truth.csv",
-        params:
-            demo=section("demo"),
-            seed=config["seed"],
-            code=code("tilepipe.demo"),
         log:
             "results/logs/demo_tables.log",
         conda:
             "../envs/tilepipe.yaml"
+        params:
+            demo=section("demo"),
+            seed=config["seed"],
+            code=code("tilepipe.demo"),
         script:
             "../workflow_scripts/demo_tables.py"

@@ -7,15 +7,14 @@ rule folds:
         tiles=tile_indices(TRAIN_IDS),
     output:
         "results/folds.csv",
-    params:
-        data_root=DATA_ROOT,
-        slides=TRAIN_IDS,
-        folds=section("folds"),
-        seed=config["seed"],
-        code=code("tilepipe.folds"),
     log:
         "results/logs/folds.log",
     conda:
         "../envs/tilepipe.yaml"
+    params:
+        slides=TRAIN_IDS,
+        folds=section("folds"),
+        seed=config["seed"],
+        code=code("tilepipe.folds"),
     script:
         "../workflow_scripts/folds.py"

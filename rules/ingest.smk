@@ -6,20 +6,19 @@ rule ingest:
         unpack(slide_inputs),
     output:
         directory("results/slides/{slide}.zarr"),
-    params:
-        data_root=DATA_ROOT,
-        ingest=section("ingest"),
-        code=code("tilepipe.ingest", "tilepipe.dataset"),
     log:
         "results/logs/ingest/{slide}.log",
     benchmark:
         "results/benchmarks/ingest/{slide}.tsv"
+    conda:
+        "../envs/tilepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/tilepipe.yaml"
+    params:
+        ingest=section("ingest"),
+        code=code("tilepipe.ingest", "tilepipe.dataset"),
     script:
         "../workflow_scripts/ingest.py"
 

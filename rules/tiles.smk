@@ -6,19 +6,19 @@ rule tile_index:
         "results/slides/{slide}.zarr",
     output:
         "results/tiles/{slide}.parquet",
-    params:
-        tiles=section("tiles"),
-        code=code("tilepipe.tile_index"),
     log:
         "results/logs/tile_index/{slide}.log",
     benchmark:
         "results/benchmarks/tile_index/{slide}.tsv"
+    conda:
+        "../envs/tilepipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/tilepipe.yaml"
+    params:
+        tiles=section("tiles"),
+        code=code("tilepipe.tile_index"),
     script:
         "../workflow_scripts/tile_index.py"
 

@@ -38,7 +38,7 @@ def make_folds(
     - ``patients`` given (the recipe: ``[[63921], [68250], [65631], [67177]]``):
       fold ``k`` holds the slides of the patients in ``patients[k]``; slides of
       patients in no list get fold ``-1`` (always in training). The number of
-      folds is ``len(patients)``; ``n_folds`` must then be None or equal to it.
+      folds is ``len(patients)`` and ``n_folds`` is not used.
     - ``patients`` None: an automatic split over ``n_folds`` (>= 2) folds that
       balances masked tiles. Patients, shuffled with ``seed`` to break ties and
       then sorted by their masked tiles (descending), each join the fold with
@@ -49,15 +49,11 @@ def make_folds(
     sorted by slide. Raises InputError naming ``source`` for a slide without
     a patient, a slide listed twice, fewer patients than folds, an unknown or
     repeated patient in ``patients`` or an empty fold list; and InputError
-    without a path when ``n_folds`` contradicts ``patients`` or is below 2.
+    without a path when an automatic split gets ``n_folds`` below 2.
     """
     folds = _validated_slides(slides, source)
     known = set(folds["patient"])
     if patients is not None:
-        if n_folds is not None and n_folds != len(patients):
-            raise InputError(
-                None, f"folds.n is {n_folds} but folds.patients lists {len(patients)} folds"
-            )
         fold_of = _explicit_folds(patients, known, source)
     else:
         if n_folds is None or n_folds < 2:

@@ -6,11 +6,15 @@ File format (HuBMAP / QuPath export): a JSON list of GeoJSON-like Features
 y down, floats allowed; ``properties.classification.name`` is the class.
 
 Pixel convention (cv2's): the point ``(x, y)`` is the centre of pixel
-``(y, x)``. A pixel is inside a ring when its centre is, and the pixels on
-cv2's 8-connected outline of the ring count as inside too; float
-coordinates are honoured to 1/256 px through cv2's fixed-point ``shift``.
-Holes are rasterized the same way and cleared from their own polygon only;
-polygons are combined with OR, so overlapping polygons never cancel out.
+``(y, x)``. A pixel is set when its centre lies inside the ring (float
+coordinates are honoured to 1/256 px through cv2's fixed-point ``shift``)
+and also when cv2's 8-connected outline of the ring, drawn between the
+vertices rounded to the nearest pixel (.5 rounds up), passes through it.
+So the square with corners (10, 10) and (20, 20) covers rows and columns
+10..20, and the one with corners (10.6, 10.6) and (19.4, 19.4) covers
+11..19. Holes are rasterized the same way and cleared from their own
+polygon only; polygons are combined with OR, so overlapping polygons never
+cancel out (one ``fillPoly`` call for several would XOR them).
 
 Every polygon is filled on its own canvas covering its whole bounding box,
 so cv2 never clips it: clipping moves cv2's outline pixels, and a window

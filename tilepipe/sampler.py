@@ -16,9 +16,10 @@ __all__ = ["sample_epoch", "training_tiles", "validation_tiles"]
 
 
 def sample_epoch(tiles: pd.DataFrame, epoch: int, seed: int, fold: int = 0) -> pd.DataFrame:
-    """Return the tiles drawn for one training epoch.
+    """Return the tiles drawn for one training epoch from ``tiles``.
 
-    The recipe, drawn by position with replacement:
+    ``tiles`` are the fold's training tiles, already filtered (see
+    :func:`training_tiles`). The recipe, drawn by position with replacement:
 
     1. ``n = min(#masked, #unmasked)``; draw ``n`` unmasked and ``n`` masked tiles;
     2. within the ``n`` masked ones, draw ``int(mean bin count)`` tiles from
@@ -94,7 +95,9 @@ def validation_tiles(
 def _fold_of_tiles(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int) -> np.ndarray:
     """Fold of each tile's slide (int64 array aligned with ``tiles``)."""
     if fold < 0 or fold not in set(folds["fold"]):
-        raise InputError(None, f"fold {fold} is not a fold of the split (folds: {sorted(set(folds['fold']))})")
+        raise InputError(
+            None, f"fold {fold} is not a fold of the split (folds: {sorted(set(folds['fold']))})"
+        )
     fold_of = tiles["slide"].map(dict(zip(folds["slide"], folds["fold"])))
     if fold_of.isna().any():
         unknown = ", ".join(map(str, tiles.loc[fold_of.isna(), "slide"].unique()))

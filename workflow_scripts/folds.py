@@ -4,12 +4,14 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from pathlib import Path
+
 import pandas as pd
 
 from tilepipe.dataset import KaggleDataset
 from tilepipe.folds import make_folds, write_folds
 
-dataset = KaggleDataset(snakemake.params.data_root)
+dataset = KaggleDataset(Path(snakemake.input.info).parent)
 slides = pd.DataFrame(
     {
         "slide": snakemake.params.slides,

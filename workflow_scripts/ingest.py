@@ -4,11 +4,13 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from pathlib import Path
+
 from tilepipe.dataset import TRAIN_CSV, KaggleDataset
 from tilepipe.ingest import ingest_slide
 
 slide_id = snakemake.wildcards.slide
-dataset = KaggleDataset(snakemake.params.data_root)
+dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
 ingest_slide(
     snakemake.input.tiff,
     snakemake.output[0],

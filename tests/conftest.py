@@ -1,0 +1,42 @@
+"""Shared fixtures: running the workflow on a tiny demo in a temporary folder."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The smallest demo that still exercises every stage: 4 patients x 2 slides.
+TINY = {
+    "demo": {"height": 640, "width": 768, "glomerulus_diameter": [40, 110]},
+    "ingest": {"chunk": 128, "min_level_size": 256},
+    "tiles": {"size": 256, "shift": 128},
+}
+
+
+def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True):
+    """Run the workflow in ``workdir`` with config.yaml plus ``overlay``; return the CompletedProcess."""
+    configfiles = [str(REPO / "config.yaml")]
+    if overlay is not None:
+        path = workdir / "overlay.yaml"
+        path.write_text(yaml.safe_dump(overlay))
+        configfiles.append(str(path))
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", *configfiles, "--cores", "2", *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny demo run through the default target; returns its folder."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    run_snakemake(workdir, overlay=TINY)
+    return workdir

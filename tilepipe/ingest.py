@@ -1,0 +1,169 @@
+"""Ingest one slide: a giant TIFF (+ its RLE or polygons) -> ``results/slides/{id}.zarr``.
+
+One sweep over the TIFF in bands of ``chunk`` full-width rows: a
+background thread decodes the next band (:mod:`tilepipe.tiff`) while the
+current one is written to every pyramid level (:mod:`tilepipe.ngff`)
+together with the same rows of the mask, decoded from the RLE or
+rasterized from the polygons band by band. Memory holds a few bands,
+whatever the slide's size. The store appears atomically, or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import zarr
+from tqdm import tqdm
+
+from tilepipe.atomic import atomic_output
+from tilepipe.errors import InputError
+from tilepipe.ngff import create_image, create_labels, level_shapes
+from tilepipe.polygons import load_polygons, rasterize
+from tilepipe.rle import parse as parse_rle
+from tilepipe.store import LABEL_NAME
+from tilepipe.tiff import SlideTiff
+
+__all__ = ["ingest_slide"]
+
+MaskBands = Callable[[int, int], np.ndarray]
+
+
+def ingest_slide(
+    tiff_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    rle: str | None = None,
+    label_source: str | None = None,
+    polygons_path: str | os.PathLike | None = None,
+    expected_shape: tuple[int, int] | None = None,
+    chunk: int = 512,
+    min_level_size: int = 1024,
+    workers: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Write the slide store of ``tiff_path`` to ``out_path`` (a ``.zarr`` directory).
+
+    Labels come from ``rle`` (Kaggle RLE of the glomerulus mask; ``label_source``
+    names where it was read, for error messages) or else from the polygons
+    JSON at ``polygons_path``; with neither the store has no labels group.
+    ``expected_shape`` is the ``(height, width)`` in pixels the dataset
+    information gives for the slide. ``chunk`` is the chunk side (and band
+    height) in pixels; levels are halved until the long side is at most
+    ``min_level_size``. ``workers`` threads decode the TIFF (default: all
+    CPUs). ``progress`` shows a bar on stderr.
+
+    Raises :class:`InputError` naming the offending file for an unreadable,
+    truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
+    that differs from ``expected_shape``, and bad labels; nothing is left at
+    ``out_path`` (an existing store there stays as it was).
+    """
+    tiff_path, out_path = Path(tiff_path), Path(out_path)
+    if chunk <= 0 or chunk % 2:
+        raise ValueError(f"chunk must be a positive even number of pixels, got {chunk}")
+    with SlideTiff(tiff_path, workers=workers) as slide:
+        height, width = slide.shape
+        if expected_shape is not None and tuple(expected_shape) != (height, width):
+            eh, ew = expected_shape
+            raise InputError(
+                tiff_path,
+                f"image is {height} x {width} pixels (height x width) "
+                f"but the dataset information says {eh} x {ew}",
+            )
+        mask_bands = _mask_bands(
+            rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width)
+        )
+        with atomic_output(out_path) as tmp:
+            group = zarr.open_group(tmp, mode="w", zarr_format=3)
+            shapes = level_shapes(height, width, min_level_size)
+            image = create_image(group, shapes, chunk=chunk, name=out_path.name.removesuffix(".zarr"))
+            labels = None if mask_bands is None else create_labels(group, LABEL_NAME, shapes, chunk=chunk)
+            with tqdm(
+                total=height,
+                unit="row",
+                desc=tiff_path.name,
+                disable=not progress,
+                file=sys.stderr,
+                mininterval=2.0,
+            ) as bar:
+                y0 = 0
+                for band in _prefetched(slide.bands(chunk)):
+                    y1 = y0 + band.shape[1]
+                    image.write(band)
+                    if labels is not None:
+                        labels.write(mask_bands(y0, y1))
+                    bar.update(y1 - y0)
+                    y0 = y1
+            if not image.done:
+                raise InputError(tiff_path, f"image data ended after {y0} of {height} rows")
+
+
+def _mask_bands(
+    rle_text: str | None,
+    label_source: str,
+    polygons_path: str | os.PathLike | None,
+    shape: tuple[int, int],
+) -> MaskBands | None:
+    """Return ``mask(y0, y1) -> (y1 - y0, width)`` uint8 0/1 rows of the labels, or None.
+
+    The RLE wins over the polygons; either is parsed and validated here,
+    before anything is written.
+    """
+    width = shape[1]
+    if rle_text is not None:
+        runs = parse_rle(rle_text, shape, source=label_source)
+        return lambda y0, y1: runs.window(y0, y1, 0, width)
+    if polygons_path is not None:
+        outlines = load_polygons(polygons_path)
+        return lambda y0, y1: rasterize(outlines, y0, y1, 0, width)
+    return None
+
+
+def _prefetched(items: Iterator[np.ndarray], depth: int = 1) -> Iterator[np.ndarray]:
+    """Yield ``items``, computing up to ``depth`` ahead in a background thread.
+
+    An exception in the producer is re-raised here; if the consumer stops
+    early, the producer is told to stop and joined.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((done, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            handoff.put((None, err))
+
+    thread = threading.Thread(target=produce, name="tiff-bands", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = handoff.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)

@@ -1,0 +1,18 @@
+"""The 1st-place segmentation network: encoders, decoder, heads, the U-Net that wires them, checkpoints."""
+
+from tilepipe.model.build import DEFAULT_SETTINGS, build_model, resolve_settings
+from tilepipe.model.checkpoint import checkpoint_settings, load_checkpoint, read_checkpoint, save_checkpoint
+from tilepipe.model.encoders import ENCODERS
+from tilepipe.model.unet import Unet
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "ENCODERS",
+    "Unet",
+    "build_model",
+    "checkpoint_settings",
+    "load_checkpoint",
+    "read_checkpoint",
+    "resolve_settings",
+    "save_checkpoint",
+]

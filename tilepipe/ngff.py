@@ -1,0 +1,340 @@
+"""Write slide stores: OME-Zarr (NGFF 0.5, zarr v3) image pyramids and label masks.
+
+A slide store (DESIGN section 3) holds the image as levels ``"0"``, ``"1"``,
+... of ``(c, y, x)`` uint8, each 2x smaller than the one before, and label
+masks under ``labels/{name}`` as ``(y, x)`` uint8 pyramids with the same
+level shapes. Every level is written top to bottom in whole rows of chunks
+by a :class:`PyramidWriter`, which reduces each block it writes into the
+next level, so a pyramid is built in one sweep over level 0 without
+reading any level back and without holding more than a band of rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from tilepipe.atomic import atomic_output
+from tilepipe.store import LABEL_NAME
+
+NGFF_VERSION = "0.5"
+# zstd level 1: ~4x faster to encode than level 3 on slide data for ~5 % more bytes
+# (benchmarks/bench_ingest.py --codecs).
+CODEC = ZstdCodec(level=1)
+RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+LABEL_RGBA = [255, 255, 0, 160]
+
+BandReader = Callable[[int, int], np.ndarray]
+
+
+def level_shapes(height: int, width: int, min_level_size: int) -> list[tuple[int, int]]:
+    """Return the ``(height, width)`` of every pyramid level, level 0 first.
+
+    Each level is the previous one halved (rounded up); the last level is
+    the first whose long side is at most ``min_level_size`` pixels.
+    """
+    shapes = [(height, width)]
+    while max(shapes[-1]) > min_level_size:
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    return shapes
+
+
+def mean_2x2(block: np.ndarray) -> np.ndarray:
+    """Return the ``(c, ceil(y/2), ceil(x/2))`` 2x2 mean of a ``(c, y, x)`` uint8 block.
+
+    Rounds half up (as ``cv2.INTER_AREA`` does); an odd last row or column
+    is averaged with itself.
+    """
+    c, h, w = block.shape
+    he, we = h - h % 2, w - w % 2
+    out = np.empty((c, (h + 1) // 2, (w + 1) // 2), dtype=np.uint8)
+    if he and we:
+        for i in range(c):
+            out[i, : he // 2, : we // 2] = cv2.resize(
+                block[i, :he, :we], (we // 2, he // 2), interpolation=cv2.INTER_AREA
+            )
+    if w % 2:
+        last = block[:, :he, -1].astype(np.uint16)
+        out[:, : he // 2, -1] = (last[:, 0::2] + last[:, 1::2] + 1) // 2
+    if h % 2:
+        last = block[:, -1, :we].astype(np.uint16)
+        out[:, -1, : we // 2] = (last[:, 0::2] + last[:, 1::2] + 1) // 2
+        if w % 2:
+            out[:, -1, -1] = block[:, -1, -1]
+    return out
+
+
+def max_2x2(block: np.ndarray) -> np.ndarray:
+    """Return the ``(ceil(y/2), ceil(x/2))`` 2x2 maximum of a ``(y, x)`` mask block.
+
+    Used for label levels, so that small objects stay visible when zoomed out.
+    """
+    h, w = block.shape
+    if h % 2 or w % 2:
+        block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
+    return np.maximum(
+        np.maximum(block[0::2, 0::2], block[0::2, 1::2]),
+        np.maximum(block[1::2, 0::2], block[1::2, 1::2]),
+    )
+
+
+class PyramidWriter:
+    """Write an image into the levels of a pyramid, band by band, top to bottom.
+
+    ``arrays`` are the zarr arrays of levels 0, 1, ... (``(..., y, x)``, each
+    half the size of the previous one); ``reduce`` halves a block of one level
+    into the next. Rows given to :meth:`write` continue where the previous
+    call stopped. Each level keeps back the rows that do not yet fill a whole
+    row of chunks, so every write covers whole chunks and no chunk is ever
+    read back or written twice.
+    """
+
+    def __init__(self, arrays: list[zarr.Array], reduce: Callable[[np.ndarray], np.ndarray]):
+        for array in arrays:
+            if array.chunks[-2] % 2:
+                raise ValueError(f"chunk height must be even, got {array.chunks[-2]}")
+        self.arrays = arrays
+        self.reduce = reduce
+        self.rows_written = [0] * len(arrays)
+        self.pending: list[np.ndarray | None] = [None] * len(arrays)
+
+    @property
+    def done(self) -> bool:
+        """True once every row of every level is written."""
+        return all(n == a.shape[-2] for n, a in zip(self.rows_written, self.arrays))
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (``(..., n, width)`` of level 0) to the pyramid."""
+        self._push(0, rows)
+
+    def _push(self, level: int, rows: np.ndarray) -> None:
+        array = self.arrays[level]
+        pending = self.pending[level]
+        if pending is not None:
+            rows = np.concatenate([pending, rows], axis=-2)
+        start = self.rows_written[level]
+        height, chunk_rows = array.shape[-2], array.chunks[-2]
+        if start + rows.shape[-2] > height:
+            raise ValueError(f"level {level}: {start + rows.shape[-2]} rows given for {height}")
+        ready = rows.shape[-2]
+        if start + ready < height:
+            ready -= ready % chunk_rows
+        self.pending[level] = rows[..., ready:, :] if ready < rows.shape[-2] else None
+        if ready == 0:
+            return
+        block = rows[..., :ready, :]
+        array[..., start : start + ready, :] = block
+        self.rows_written[level] = start + ready
+        if level + 1 < len(self.arrays):
+            self._push(level + 1, self.reduce(block))
+
+
+def multiscales(name: str, axes: list[dict], n_levels: int) -> list[dict]:
+    """Return the NGFF ``multiscales`` list for ``n_levels`` 2x levels named "0", "1", ..."""
+    spatial = sum(1 for a in axes if a["type"] == "space")
+    lead = len(axes) - spatial
+    return [
+        {
+            "name": name,
+            "axes": axes,
+            "datasets": [
+                {
+                    "path": str(level),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.0] * lead + [float(2**level)] * spatial}
+                    ],
+                }
+                for level in range(n_levels)
+            ],
+            "type": "2x2 mean",
+        }
+    ]
+
+
+IMAGE_AXES = [
+    {"name": "c", "type": "channel"},
+    {"name": "y", "type": "space"},
+    {"name": "x", "type": "space"},
+]
+LABEL_AXES = IMAGE_AXES[1:]
+
+
+def image_attrs(name: str, n_levels: int) -> dict:
+    """Return the ``attrs["ome"]`` of an RGB image group with ``n_levels`` levels."""
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": multiscales(name, IMAGE_AXES, n_levels),
+        "omero": {
+            "channels": [
+                {
+                    "label": label,
+                    "color": color,
+                    "active": True,
+                    "window": {"min": 0, "max": 255, "start": 0, "end": 255},
+                }
+                for label, color in RGB_CHANNELS
+            ],
+            "rdefs": {"model": "color"},
+        },
+    }
+
+
+def label_attrs(name: str, n_levels: int) -> dict:
+    """Return the ``attrs["ome"]`` of an image-label group (value 1 = foreground)."""
+    label_levels = multiscales(name, LABEL_AXES, n_levels)
+    label_levels[0]["type"] = "2x2 max"
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": label_levels,
+        "image-label": {
+            "colors": [{"label-value": 1, "rgba": LABEL_RGBA}],
+            "source": {"image": "../../"},
+        },
+    }
+
+
+def create_image(
+    group: zarr.Group, shapes: list[tuple[int, int]], *, chunk: int, name: str
+) -> PyramidWriter:
+    """Create image levels of ``shapes`` (``(height, width)``, level 0 first) in ``group``.
+
+    Returns their writer, which takes level-0 ``(3, rows, width)`` uint8 bands.
+    """
+    arrays = [
+        group.create_array(
+            str(level),
+            shape=(3, h, w),
+            chunks=(3, chunk, chunk),
+            dtype=np.uint8,
+            compressors=CODEC,
+            fill_value=0,
+            dimension_names=["c", "y", "x"],
+        )
+        for level, (h, w) in enumerate(shapes)
+    ]
+    group.attrs["ome"] = image_attrs(name, len(shapes))
+    return PyramidWriter(arrays, mean_2x2)
+
+
+def create_labels(
+    group: zarr.Group, name: str, shapes: list[tuple[int, int]], *, chunk: int
+) -> PyramidWriter:
+    """Create ``labels/{name}`` in a slide store ``group`` and list it; return its writer.
+
+    See :func:`create_label_levels` for what the writer takes.
+    """
+    labels = group.require_group("labels")
+    list_label(labels, name)
+    return create_label_levels(
+        labels.create_group(name, overwrite=True), shapes, chunk=chunk, name=name
+    )
+
+
+def list_label(labels: zarr.Group, name: str) -> None:
+    """Add ``name`` to the ``labels`` group's NGFF list of label images."""
+    listed = labels.attrs.get("ome", {}).get("labels", [])
+    labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": sorted({*listed, name})}
+
+
+def create_label_levels(
+    label_group: zarr.Group, shapes: list[tuple[int, int]], *, chunk: int, name: str
+) -> PyramidWriter:
+    """Create the levels of one label image of ``shapes`` in ``label_group``.
+
+    Returns their writer, which takes level-0 ``(rows, width)`` uint8 0/1
+    bands. Chunks that stay all zero are not stored.
+    """
+    arrays = [
+        label_group.create_array(
+            str(level),
+            shape=(h, w),
+            chunks=(chunk, chunk),
+            dtype=np.uint8,
+            compressors=CODEC,
+            fill_value=0,
+            dimension_names=["y", "x"],
+            config={"write_empty_chunks": False},
+        )
+        for level, (h, w) in enumerate(shapes)
+    ]
+    label_group.attrs["ome"] = label_attrs(name, len(shapes))
+    return PyramidWriter(arrays, max_2x2)
+
+
+def write_slide_store(
+    out_path: str | os.PathLike,
+    image_cyx: np.ndarray,
+    labels_yx: np.ndarray | None = None,
+    chunk: int = 512,
+    min_level_size: int = 1024,
+) -> None:
+    """Write an in-memory ``(3, y, x)`` uint8 image (and ``(y, x)`` 0/1 mask) as a slide store.
+
+    Same format as :func:`tilepipe.ingest.ingest_slide` writes; meant for
+    small arrays (tests, demo data). ``labels_yx=None`` writes no labels
+    group (an unlabeled slide). The store appears at ``out_path`` atomically.
+    """
+    image_cyx = np.asarray(image_cyx)
+    if image_cyx.ndim != 3 or image_cyx.shape[0] != 3 or image_cyx.dtype != np.uint8:
+        raise ValueError(f"image must be (3, y, x) uint8, got {image_cyx.dtype} {image_cyx.shape}")
+    _, height, width = image_cyx.shape
+    if labels_yx is not None:
+        labels_yx = np.asarray(labels_yx)
+        if labels_yx.shape != (height, width):
+            raise ValueError(f"labels shape {labels_yx.shape} differs from image {(height, width)}")
+        labels_yx = (labels_yx != 0).astype(np.uint8)
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        shapes = level_shapes(height, width, min_level_size)
+        writers = [(create_image(group, shapes, chunk=chunk, name=out_path.stem), image_cyx)]
+        if labels_yx is not None:
+            writers.append((create_labels(group, LABEL_NAME, shapes, chunk=chunk), labels_yx))
+        for writer, source in writers:
+            for y0 in range(0, height, chunk):
+                writer.write(source[..., y0 : y0 + chunk, :])
+
+
+def write_labels(
+    store_path: str | os.PathLike,
+    band_reader: BandReader,
+    *,
+    name: str = LABEL_NAME,
+    band_rows: int | None = None,
+) -> None:
+    """Add (or replace) the mask ``labels/{name}`` of an existing slide store.
+
+    ``band_reader(y0, y1)`` returns level-0 rows ``y0:y1`` of the mask as a
+    ``(y1 - y0, width)`` array (non-zero = foreground); it is called top to
+    bottom with bands of ``band_rows`` rows (default: the image chunk height),
+    so no whole-slide mask is ever held. The mask gets the image's level
+    shapes and chunks. The label group is built beside the old one and
+    swapped in only when complete.
+    """
+    store_path = Path(store_path)
+    group = zarr.open_group(store_path, mode="r+")
+    levels = [group[d["path"]] for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+    shapes = [level.shape[-2:] for level in levels]
+    height, width = shapes[0]
+    band_rows = band_rows or levels[0].chunks[-2]
+    labels = group.require_group("labels")
+    with atomic_output(store_path / "labels" / name) as tmp:
+        writer = create_label_levels(
+            zarr.open_group(tmp, mode="w", zarr_format=3), shapes, chunk=levels[0].chunks[-1], name=name
+        )
+        for y0 in range(0, height, band_rows):
+            y1 = min(y0 + band_rows, height)
+            band = np.asarray(band_reader(y0, y1))
+            if band.shape != (y1 - y0, width):
+                raise ValueError(
+                    f"band_reader({y0}, {y1}) returned shape {band.shape}, expected {(y1 - y0, width)}"
+                )
+            writer.write((band != 0).astype(np.uint8))
+    list_label(labels, name)

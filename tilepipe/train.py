@@ -1,0 +1,289 @@
+"""Training of one fold: the recipe's loop, resumable and reproducible.
+
+Every epoch draws its balanced tiles from the sampler and seeds every
+generator from ``(seed, fold, epoch)``, so an epoch's result depends only
+on the weights it starts from. A resumable state (model, optimizer,
+scheduler, scaler, RNG states, epoch, metrics) is written after every
+epoch outside the declared outputs; a rerun after a kill resumes from it,
+and on the CPU ends with byte-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tilepipe.atomic import atomic_output
+from tilepipe.augment import build_augmentations
+from tilepipe.errors import InputError
+from tilepipe.loader import TileDataset, make_loader
+from tilepipe.losses import SegmentationLoss
+from tilepipe.model import build_model, save_checkpoint
+from tilepipe.sampler import sample_epoch, training_tiles, validation_tiles
+from tilepipe.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "val_clf_acc", "samples", "seconds"]
+
+
+@dataclass(frozen=True)
+class FoldInputs:
+    """What one fold trains on: tile rows (tile index columns) and slide stores by id."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    stores: dict[str, str]
+
+
+def select_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "train.device: cuda requested but no CUDA device is available")
+    return device
+
+
+def fold_inputs(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int, stores: dict[str, str], sampling: dict) -> FoldInputs:
+    """Split the tile index into the fold's training and validation tiles.
+
+    Raises InputError when the fold has no validation tiles or no training
+    tiles of either class, before any training starts.
+    """
+    filters = {"min_tissue_ratio": sampling.get("min_tissue_ratio"), "min_img_std": sampling.get("min_img_std")}
+    train = training_tiles(tiles, folds, fold, **filters)
+    valid = validation_tiles(tiles, folds, fold, **filters)
+    if valid.empty:
+        raise InputError(None, f"fold {fold} has no validation tiles (check folds and sampling filters)")
+    sample_epoch(train, epoch=0, seed=0, fold=fold)  # raises when a class is missing
+    return FoldInputs(train, valid, stores)
+
+
+def settings_digest(settings: dict) -> str:
+    """Hash of the settings a resumable state belongs to."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _autocast(device: torch.device, train: dict):
+    if device.type == "cuda" and train["amp"]:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cpu" and train["cpu_bf16"]:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    mask = batch["mask"].to(device, non_blocking=True)
+    clf = batch["clf"].to(device, non_blocking=True)
+    return image, mask, clf
+
+
+class FoldTrainer:
+    """Trains one fold from ``settings`` (sections seed, model, loss, train, sampling, tiles)."""
+
+    def __init__(self, inputs: FoldInputs, fold: int, settings: dict, device: torch.device):
+        self.inputs = inputs
+        self.fold = fold
+        self.settings = settings
+        self.seed = settings["seed"]
+        self.train_cfg = settings["train"]
+        self.device = device
+        self.augment = build_augmentations(self.train_cfg["augmentations"])
+        seed_everything(derive_seed(self.seed, fold))
+        self.model = build_model(settings["model"]).to(device)
+        if self.train_cfg["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = SegmentationLoss(settings["loss"])
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=self.train_cfg["lr"], weight_decay=self.train_cfg["weight_decay"]
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.train_cfg["epochs"], eta_min=self.train_cfg["min_lr"]
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and self.train_cfg["amp"])
+        self.epoch = 0
+        self.best_dice = -math.inf
+        self.metrics: list[dict] = []
+
+    # -- resumable state ---------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "digest": settings_digest(self.settings),
+            "fold": self.fold,
+            "epoch": self.epoch,
+            "best_dice": self.best_dice,
+            "metrics": self.metrics,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def save_state(self, path: Path) -> None:
+        with atomic_output(path) as tmp:
+            torch.save(self.state(), tmp)
+
+    def load_state(self, path: Path) -> bool:
+        """Resume from ``path`` if it belongs to these settings; return whether it did."""
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("digest") != settings_digest(self.settings) or state.get("fold") != self.fold:
+            log.info("ignoring resumable state %s: it was made with other settings", path)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch = state["epoch"]
+        self.best_dice = state["best_dice"]
+        self.metrics = state["metrics"]
+        log.info("resumed fold %d from %s after epoch %d", self.fold, path, self.epoch)
+        return True
+
+    # -- one epoch ---------------------------------------------------------
+    def _loader(self, tiles: pd.DataFrame, augment, shuffle: bool, epoch: int):
+        cfg = self.train_cfg
+        dataset = TileDataset(
+            tiles,
+            self.inputs.stores,
+            input_size=cfg["input_size"],
+            augment=augment,
+            level=cfg["read_level"],
+            seed=derive_seed(self.seed, self.fold),
+            epoch=epoch,
+        )
+        return make_loader(
+            dataset,
+            batch_size=cfg["batch_size"],
+            shuffle=shuffle,
+            num_workers=cfg["num_workers"],
+            device_type=self.device.type,
+            seed=derive_seed(self.seed, self.fold, epoch),
+            epoch=epoch,
+        )
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Train one epoch (1-based); return its metrics row."""
+        seed_everything(derive_seed(self.seed, self.fold, epoch))
+        samples = sample_epoch(self.inputs.train, epoch=epoch, seed=self.seed, fold=self.fold)
+        loader = self._loader(samples, self.augment, shuffle=True, epoch=epoch)
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        total, seen = 0.0, 0
+        for step, batch in enumerate(loader, 1):
+            image, mask, clf = _to_device(batch, self.device, self.train_cfg["channels_last"])
+            self.optimizer.zero_grad(set_to_none=True)
+            with _autocast(self.device, self.train_cfg):
+                outputs = self.model(image)
+            loss, _ = self.loss({k: _float(v) for k, v in outputs.items()}, mask, clf)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss) * image.shape[0]
+            seen += image.shape[0]
+            if step % self.train_cfg["log_every"] == 0:
+                rate = seen / (time.perf_counter() - started)
+                log.info("fold %d epoch %d step %d/%d loss %.4f lr %.2e %.1f samples/s",
+                         self.fold, epoch, step, len(loader), total / seen, lr, rate)
+        self.scheduler.step()
+        valid = self.validate(epoch)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1), **valid, "samples": seen,
+               "seconds": round(seconds, 3)}
+        log.info("fold %d epoch %d: train loss %.4f val loss %.4f dice %.4f clf acc %.3f (%.1f samples/s)",
+                 self.fold, epoch, row["train_loss"], row["val_loss"], row["val_dice"], row["val_clf_acc"],
+                 seen / seconds)
+        return row
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict:
+        """Global tile Dice at 0.5 over the validation tiles, mean loss, clf-head accuracy."""
+        loader = self._loader(self.inputs.valid, None, shuffle=False, epoch=epoch)
+        self.model.eval()
+        inter = union = 0.0
+        loss_sum, n, clf_right = 0.0, 0, 0
+        for batch in loader:
+            image, mask, clf = _to_device(batch, self.device, self.train_cfg["channels_last"])
+            with _autocast(self.device, self.train_cfg):
+                outputs = self.model(image)
+            outputs = {k: _float(v) for k, v in outputs.items()}
+            loss, _ = self.loss(outputs, mask, clf)
+            pred = (outputs["logits"] > 0).float()
+            inter += float((pred * mask).sum())
+            union += float(pred.sum() + mask.sum())
+            loss_sum += float(loss) * image.shape[0]
+            n += image.shape[0]
+            if "clf" in outputs:
+                clf_right += int(((outputs["clf"].view(-1) > 0).float() == clf.view(-1)).sum())
+        dice = 1.0 if union == 0 else 2 * inter / union
+        return {"val_loss": loss_sum / n, "val_dice": dice, "val_clf_acc": clf_right / n if "clf" in outputs else float("nan")}
+
+    # -- the whole fold ----------------------------------------------------
+    def fit(self, model_path: Path, metrics_path: Path, state_path: Path) -> None:
+        """Train the remaining epochs; keep the best-Dice checkpoint at ``model_path``."""
+        best_path = state_path.with_name("best.pt")
+        if not self.load_state(state_path):
+            best_path.unlink(missing_ok=True)
+        for epoch in range(self.epoch + 1, self.train_cfg["epochs"] + 1):
+            row = self.train_epoch(epoch)
+            self.metrics.append(row)
+            self.epoch = epoch
+            if row["val_dice"] > self.best_dice or not best_path.exists():
+                self.best_dice = max(self.best_dice, row["val_dice"])
+                extra = {"fold": self.fold, "epoch": epoch, "val_dice": row["val_dice"]}
+                save_checkpoint(best_path, self.model, self.settings["model"], extra=extra)
+            self.save_state(state_path)
+        with atomic_output(metrics_path) as tmp:
+            pd.DataFrame(self.metrics, columns=METRIC_COLUMNS).to_csv(tmp, index=False)
+        with atomic_output(model_path) as tmp:
+            shutil.copyfile(best_path, tmp)
+
+
+def _float(value):
+    if isinstance(value, list):
+        return [v.float() for v in value]
+    return value.float()
+
+
+def train_fold(
+    tiles: pd.DataFrame,
+    folds: pd.DataFrame,
+    stores: dict[str, str],
+    fold: int,
+    settings: dict,
+    model_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    state_path: str | os.PathLike,
+) -> None:
+    """Train fold ``fold`` and write its best checkpoint and per-epoch metrics.
+
+    ``settings`` holds the config sections the job uses (seed, model, loss,
+    train, sampling). ``state_path`` is the resumable state, kept outside
+    the declared outputs.
+    """
+    if settings["train"]["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"])
+    device = select_device(settings["train"]["device"])
+    log.info("fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid))
+    trainer = FoldTrainer(inputs, fold, settings, device)
+    trainer.fit(Path(model_path), Path(metrics_path), Path(state_path))

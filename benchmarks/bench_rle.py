@@ -87,7 +87,9 @@ def main() -> None:
         f"mask: {h} x {w} uint8 ({mib:.0f} MiB), {ellipses} ellipses 150-480 px across, "
         f"{np.count_nonzero(mask) / mask.size:.1%} foreground, seed {args.seed}"
     )
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}"
+    )
 
     base_encode_s, base_text = best_time(mask2rle, mask, repeats=args.repeats)
     ours_encode_s, ours_text = best_time(rle.encode, mask, repeats=args.repeats)
@@ -129,7 +131,9 @@ def main() -> None:
         return f"{s:.2f} s" if s >= 1 else f"{s * 1e3:.1f} ms"
 
     print()
-    print("| operation | tilepipe | article 001 | speed-up (article / tilepipe) | target | peak memory tilepipe | peak memory article 001 |")
+    print(
+        "| operation | tilepipe | article 001 | speed-up (article / tilepipe) | target | peak memory tilepipe | peak memory article 001 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for op in ("encode", "decode"):
         ours_s, base_s = times[op]

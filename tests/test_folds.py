@@ -46,8 +46,8 @@ def test_explicit_patients_hold_out_their_slides_and_train_the_rest():
     by_patient = folds.groupby("patient")["fold"].unique()
     for fold, members in enumerate(RECIPE_PATIENTS):
         for patient in members:
-            assert list(by_patient[patient]) == [fold]
-    others = set(slides["patient"]) - {p for m in RECIPE_PATIENTS for p in m}
+            assert list(by_patient[str(patient)]) == [fold]
+    others = {str(p) for p in slides["patient"]} - {str(p) for m in RECIPE_PATIENTS for p in m}
     assert (folds[folds["patient"].isin(others)]["fold"] == -1).all()
     assert len(folds) == len(slides)
 
@@ -95,10 +95,10 @@ def test_automatic_split_is_deterministic_and_seeded():
     assert len(draws) > 1
 
 
-def test_float_patient_numbers_become_integers():
-    slides = pd.DataFrame({"slide": ["a", "b"], "patient": [63921.0, 68250.0]})
-    folds = make_folds(slides, None, [[63921], [68250]], seed=0)
-    assert folds["patient"].dtype == np.int64
+def test_patient_numbers_match_as_strings():
+    slides = pd.DataFrame({"slide": ["a", "b"], "patient": [63921.0, "68250"]}, dtype=object)
+    folds = make_folds(slides, None, [[63921], ["68250"]], seed=0)
+    assert list(folds["patient"]) == ["63921", "68250"]
     assert list(folds["fold"]) == [0, 1]
 
 

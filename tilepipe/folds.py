@@ -69,7 +69,7 @@ def make_folds(
 
 
 def _validated_slides(slides: pd.DataFrame, source) -> pd.DataFrame:
-    """Return a copy of ``slides`` with ids as str and whole-number patients as int64."""
+    """Return a copy of ``slides`` with ids and patient numbers as str."""
     folds = slides.copy()
     missing = folds["patient"].isna() | (folds["patient"].astype(str).str.strip() == "")
     if missing.any():
@@ -80,9 +80,15 @@ def _validated_slides(slides: pd.DataFrame, source) -> pd.DataFrame:
         ids = ", ".join(map(str, folds.loc[duplicated, "slide"].unique()))
         raise InputError(source, f"slide(s) listed more than once: {ids}")
     folds["slide"] = folds["slide"].astype(str)
-    if pd.api.types.is_float_dtype(folds["patient"]) and (folds["patient"] % 1 == 0).all():
-        folds["patient"] = folds["patient"].astype(np.int64)
+    folds["patient"] = folds["patient"].map(_patient_key)
     return folds
+
+
+def _patient_key(patient) -> str:
+    """A patient number as a string: 63921, 63921.0 and "63921" are one patient."""
+    if isinstance(patient, float) and patient.is_integer():
+        patient = int(patient)
+    return str(patient).strip()
 
 
 def _explicit_folds(patients: list[list], known: set, source) -> dict:
@@ -91,13 +97,13 @@ def _explicit_folds(patients: list[list], known: set, source) -> dict:
     for fold, members in enumerate(patients):
         if not members:
             raise InputError(source, f"fold {fold} of folds.patients lists no patient")
-        for patient in members:
+        for patient in map(_patient_key, members):
             if patient not in known:
-                raise InputError(source, f"patient {patient!r} (fold {fold} of folds.patients) has no slide")
+                raise InputError(source, f"patient {patient} (fold {fold} of folds.patients) has no slide")
             if patient in fold_of:
                 raise InputError(
                     source,
-                    f"patient {patient!r} is listed in folds {fold_of[patient]} and {fold} of folds.patients",
+                    f"patient {patient} is listed in folds {fold_of[patient]} and {fold} of folds.patients",
                 )
             fold_of[patient] = fold
     return fold_of
@@ -137,10 +143,10 @@ def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> None:
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     """Read a folds CSV written by :func:`write_folds`.
 
-    Slide ids are read as str (an id such as ``"1e2425f28"`` is not a
-    number); fold is int64. Raises InputError if a column is missing.
+    Slide ids and patients are read as str (an id such as ``"1e2425f28"``
+    is not a number); fold is int64. Raises InputError if a column is missing.
     """
-    folds = pd.read_csv(path, dtype={"slide": str})
+    folds = pd.read_csv(path, dtype={"slide": str, "patient": str})
     missing = [c for c in COLUMNS if c not in folds]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")

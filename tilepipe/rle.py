@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -163,7 +164,10 @@ def _check_runs(
     pixels = h * w
     past_end = lengths > pixels - starts
     if past_end.any():
-        fail(past_end, f"(start {{start}}, length {{length}}) ends past the last pixel of the {h} x {w} mask ({pixels} pixels)")
+        fail(
+            past_end,
+            f"(start {{start}}, length {{length}}) ends past the last pixel of the {h} x {w} mask ({pixels} pixels)",
+        )
     ends = starts + lengths
     overlap = np.flatnonzero(starts[1:] < ends[:-1])
     if overlap.size:
@@ -217,9 +221,10 @@ def _runs_of(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends - starts
 
 
-def _row_bands(mask: np.ndarray):
-    """Yield ``(y0, rows)`` covering the boundaries above rows ``0 .. h``.
+def _row_bands(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(y0, rows)`` for the row boundaries ``y0 .. y0 + n - 1``, all of ``0 .. h`` in turn.
 
+    Boundary ``y`` lies between rows ``y - 1`` and ``y`` of the ``(h, w)`` mask.
     ``rows`` is a ``(n + 1, ceil(w / 8))`` uint64 array of mask rows
     ``y0 - 1 .. y0 + n - 1``, eight pixels per word, a byte non-zero where
     the pixel is foreground; rows outside the mask are zero. It is a view of
@@ -259,14 +264,15 @@ def _band_transitions(rows: np.ndarray, y0: int, h: int) -> tuple[np.ndarray, np
     changed = np.flatnonzero(below != above)
     is_below = below.reshape(-1)[changed].view(np.uint8).reshape(-1, _WORD) != 0
     is_above = above.reshape(-1)[changed].view(np.uint8).reshape(-1, _WORD) != 0
-    y, word = np.divmod(changed, rows.shape[1])
+    y, x_of_word = np.divmod(changed, rows.shape[1])
     y += y0
-    word *= _WORD
-    found = []
-    for edge in (is_below & ~is_above, is_above & ~is_below):
+    x_of_word *= _WORD
+
+    def column_major(edge: np.ndarray) -> np.ndarray:
         i, bit = np.nonzero(edge)
-        found.append((word[i] + bit) * h + y[i])
-    return found[0], found[1]
+        return (x_of_word[i] + bit) * h + y[i]
+
+    return column_major(is_below & ~is_above), column_major(is_above & ~is_below)
 
 
 def _join_decimal(values: np.ndarray) -> str:

@@ -14,6 +14,7 @@ include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/tiles.smk"
 include: "rules/folds.smk"
+include: "rules/train.smk"
 
 
 # The first rule is the default target; `submission` takes its place once it exists.

@@ -42,16 +42,20 @@ def glomerulus_mask(size: int, foreground: float, seed: int) -> tuple[np.ndarray
     return mask, count
 
 
-def best_time(fn, *args, repeats: int) -> tuple[float, object]:
-    """Return the fastest wall time of ``repeats`` calls, in seconds, and the last result."""
-    best = float("inf")
-    result = None
+def fastest(*calls: tuple, repeats: int) -> list[tuple[float, object]]:
+    """Run ``calls`` (each ``(fn, *args)``) round-robin ``repeats`` times, so load hits all alike.
+
+    Returns, per call, its fastest wall time in seconds and its last result.
+    """
+    best = [float("inf")] * len(calls)
+    results = [None] * len(calls)
     for _ in range(repeats):
-        result = None  # free the previous result before the next call
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for k, (fn, *args) in enumerate(calls):
+            results[k] = None  # free the previous result before the next call
+            start = time.perf_counter()
+            results[k] = fn(*args)
+            best[k] = min(best[k], time.perf_counter() - start)
+    return list(zip(best, results))
 
 
 def peak_bytes(fn, *args) -> int:
@@ -64,7 +68,7 @@ def peak_bytes(fn, *args) -> int:
         tracemalloc.stop()
 
 
-def text_of_runs(mask: np.ndarray) -> np.ndarray:
+def run_numbers(mask: np.ndarray) -> np.ndarray:
     """Return the interleaved 1-based ``start length`` numbers of ``mask``'s runs (int64)."""
     starts, lengths = rle._runs_of(mask)
     pairs = np.empty(starts.size * 2, dtype=np.int64)
@@ -88,18 +92,21 @@ def main() -> None:
         f"{np.count_nonzero(mask) / mask.size:.1%} foreground, seed {args.seed}"
     )
     print(
-        f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}"
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, load average {os.getloadavg()[0]:.1f} at start"
     )
 
-    base_encode_s, base_text = best_time(mask2rle, mask, repeats=args.repeats)
-    ours_encode_s, ours_text = best_time(rle.encode, mask, repeats=args.repeats)
+    (ours_encode_s, ours_text), (base_encode_s, base_text) = fastest(
+        (rle.encode, mask), (mask2rle, mask), repeats=args.repeats
+    )
     if ours_text != base_text:
         raise SystemExit("encode: tilepipe and article 001 disagree")
     runs = len(ours_text.split()) // 2
     print(f"encode: {runs} runs, {len(ours_text) / 2**20:.1f} MiB of text, outputs identical")
 
-    base_decode_s, base_mask = best_time(rle2mask, base_text, (w, h), repeats=args.repeats)
-    ours_decode_s, ours_mask = best_time(rle.decode, ours_text, (h, w), repeats=args.repeats)
+    (ours_decode_s, ours_mask), (base_decode_s, base_mask) = fastest(
+        (rle.decode, ours_text, (h, w)), (rle2mask, base_text, (w, h)), repeats=args.repeats
+    )
     if not (np.array_equal(ours_mask, mask) and np.array_equal(base_mask, mask)):
         raise SystemExit("decode: an implementation does not reproduce the mask")
     print(
@@ -109,9 +116,10 @@ def main() -> None:
     del base_mask, ours_mask
 
     # Where encode's time goes (private helpers, timed on their own).
-    runs_s, pairs = best_time(text_of_runs, mask, repeats=args.repeats)
-    text_s, _ = best_time(rle._join_decimal, pairs, repeats=args.repeats)
-    join_s, _ = best_time(lambda p: " ".join(map(str, p.tolist())), pairs, repeats=args.repeats)
+    ((runs_s, pairs),) = fastest((run_numbers, mask), repeats=args.repeats)
+    (text_s, _), (join_s, _) = fastest(
+        (rle._join_decimal, pairs), (lambda p: " ".join(map(str, p.tolist())), pairs), repeats=args.repeats
+    )
     print(
         f"encode breakdown: runs {runs_s * 1e3:.1f} ms, text {text_s * 1e3:.1f} ms "
         f"(str.join of the same numbers: {join_s * 1e3:.1f} ms)"

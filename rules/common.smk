@@ -87,3 +87,30 @@ def tile_indices(ids):
 def one_of(ids):
     """A wildcard pattern matching exactly these ids (none if empty)."""
     return "|".join(ids) if ids else "(?!)"
+
+
+# Settings that change how fast a job runs, never what it produces: kept out
+# of params so that changing them reruns nothing.
+RUNTIME_KEYS = {"train": ("num_workers", "log_every")}
+
+
+def result_settings(name):
+    """Config section ``name`` without its runtime-only keys (a params value)."""
+    skip = RUNTIME_KEYS.get(name, ())
+    return {k: v for k, v in section(name).items() if k not in skip}
+
+
+def fold_ids():
+    patients = config["folds"]["patients"]
+    return list(range(len(patients) if patients else config["folds"]["n"]))
+
+
+def training_settings():
+    """Everything a training job's result depends on, as plain sorted dicts."""
+    return {
+        "seed": config["seed"],
+        "model": section("model"),
+        "loss": section("loss"),
+        "train": result_settings("train"),
+        "sampling": section("sampling"),
+    }

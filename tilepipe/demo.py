@@ -491,17 +491,18 @@ def _paint_arterioles(
     """Draw arteriole cross-sections (thick muscular wall, white lumen) into ``labels``, clear of glomeruli."""
     h, w = tissue.shape
     count = math.ceil(_ARTERIOLES_PER_GLOMERULUS * max(1, len(glomeruli)))
-    radius = rng.uniform(25, 70, count)
-    xs = rng.uniform(0, w, count)
-    ys = rng.uniform(0, h, count)
+    candidates = 20 * count  # the first ``count`` that land in tissue, clear of glomeruli, are drawn
+    radius = rng.uniform(25, 70, candidates)
+    xs = rng.uniform(0, w, candidates)
+    ys = rng.uniform(0, h, candidates)
     keep = tissue[ys.astype(int), xs.astype(int)]
     for glomerulus in glomeruli:
         cx, cy = glomerulus.centre
         keep &= np.hypot(xs - cx, ys - cy) >= glomerulus.clearance + radius
-    lumen = rng.uniform(0.35, 0.55, count)
-    aspect = rng.uniform(0.75, 1.0, count)
-    angle = rng.uniform(0, 180, count)
-    for i in np.flatnonzero(keep):
+    lumen = rng.uniform(0.35, 0.55, candidates)
+    aspect = rng.uniform(0.75, 1.0, candidates)
+    angle = rng.uniform(0, 180, candidates)
+    for i in np.flatnonzero(keep)[:count]:
         centre = (int(xs[i]), int(ys[i]))
         outer = (int(radius[i]), int(radius[i] * aspect[i]))
         inner = (max(1, int(outer[0] * lumen[i])), max(1, int(outer[1] * lumen[i])))

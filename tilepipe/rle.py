@@ -106,7 +106,7 @@ class Runs:
         first_row, last_row = int(top.min()), min(int(bottom.max()), out.shape[0] - 1)
         xor = np.bitwise_xor
         for above, row in zip(out[first_row:last_row], out[first_row + 1 : last_row + 1]):
-            xor(above, row, out=row)
+            xor(above, row, row)  # in place; a positional ``out`` is cheaper per call
         return out
 
 

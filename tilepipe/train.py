@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from tilepipe.atomic import atomic_output
-from tilepipe.augment import build_augmentations
+from tilepipe.augment import RECIPE_AUGMENTATIONS, build_augmentations
 from tilepipe.errors import InputError
 from tilepipe.loader import TileDataset, make_loader
 from tilepipe.losses import SegmentationLoss
@@ -72,6 +72,17 @@ def fold_inputs(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int, stores: dic
     return FoldInputs(train, valid, stores)
 
 
+def augmentations(spec: str | list[dict]):
+    """The ``train.augmentations`` setting -> a pipeline: "recipe", "none" or a list of transforms."""
+    if spec == "recipe":
+        return build_augmentations(RECIPE_AUGMENTATIONS)
+    if spec == "none":
+        return None
+    if isinstance(spec, str):
+        raise InputError(None, f"train.augmentations: expected recipe, none or a list, got {spec!r}")
+    return build_augmentations(spec)
+
+
 def settings_digest(settings: dict) -> str:
     """Hash of the settings a resumable state belongs to."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -103,7 +114,7 @@ class FoldTrainer:
         self.seed = settings["seed"]
         self.train_cfg = settings["train"]
         self.device = device
-        self.augment = build_augmentations(self.train_cfg["augmentations"])
+        self.augment = augmentations(self.train_cfg["augmentations"])
         seed_everything(derive_seed(self.seed, fold))
         self.model = build_model(settings["model"]).to(device)
         if self.train_cfg["channels_last"]:

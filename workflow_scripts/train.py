@@ -1,0 +1,31 @@
+"""Train one fold: tile indices + folds + slide stores -> best checkpoint and metrics."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tilepipe.folds import read_folds
+from tilepipe.train import train_fold
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+torch.set_num_threads(snakemake.threads)
+
+settings = dict(snakemake.params.settings)
+runtime = {k: snakemake.config["train"][k] for k in ("num_workers", "log_every")}
+settings["train"] = {**settings["train"], **runtime}
+train_fold(
+    tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.tiles], ignore_index=True),
+    folds=read_folds(snakemake.input.folds),
+    stores={Path(p).stem: p for p in snakemake.input.stores},
+    fold=int(snakemake.wildcards.fold),
+    settings=settings,
+    model_path=snakemake.output.model,
+    metrics_path=snakemake.output.metrics,
+    state_path=snakemake.params.state,
+)

@@ -15,7 +15,8 @@ slide, one line) and a truth CSV of the test slides.
 
 A slide is glass with one irregular tissue region (50-70 % of the slide):
 pale pink interstitium packed with tubules (pink walls, magenta brush
-border, pale lumen, dark nuclei) and glomeruli (a lobulated purple tuft
+border, pale lumen, dark nuclei), a few arterioles (thick muscular wall,
+white lumen: round distractors) and glomeruli (a lobulated purple tuft
 dense with nuclei and capillary lumens, a white Bowman's space and a thin
 magenta capsule). The true mask is everything inside the capsule, as in
 HuBMAP; it is the :func:`tilepipe.polygons.rasterize` of the capsule

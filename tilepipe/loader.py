@@ -8,7 +8,8 @@ to ``input_size`` x ``input_size`` with ``cv2.INTER_AREA``.
 The image is read from the pyramid level nearest the model's scale (see
 :func:`auto_level`), so a 1024 px tile trained at 320 px costs a 512 px
 read; the mask is read at level 0 (it compresses well and its empty chunks
-are not stored) and thresholded at 0.5 after resizing.
+are not stored) and thresholded at 0.5 after resizing. Tiles whose
+``mask_area`` (a tile index column) is 0 get an empty mask without a read.
 
 Randomness: the augmentations of sample ``i`` are seeded from
 ``(seed, epoch, i)`` alone, so a batch is the same whatever the number of
@@ -62,7 +63,9 @@ class TileDataset(Dataset):
     """Training samples from the rows of a tile table.
 
     ``tiles`` needs the columns ``slide``, ``y``, ``x`` and ``size`` (level-0
-    pixels); ``stores`` maps each slide id to its slide store path.
+    pixels); with a ``mask_area`` column, tiles where it is 0 are taken to
+    have an empty mask and their labels are not read. ``stores`` maps each
+    slide id to its slide store path.
     ``level`` is a pyramid level to read images from, or ``"auto"`` for
     :func:`auto_level` of each tile. ``augment`` (an albumentations pipeline
     taking a (y, x, c) uint8 ``image`` and a (y, x) uint8 ``mask``) runs on
@@ -108,6 +111,10 @@ class TileDataset(Dataset):
         self.ys = tiles["y"].to_numpy(dtype=np.int64)
         self.xs = tiles["x"].to_numpy(dtype=np.int64)
         self.sizes = tiles["size"].to_numpy(dtype=np.int64)
+        if "mask_area" in tiles.columns:
+            self.mask_empty = tiles["mask_area"].to_numpy() == 0
+        else:
+            self.mask_empty = np.zeros(len(tiles), dtype=bool)
         self.store_paths = {slide: os.fspath(stores[slide]) for slide in set(self.slides)}
         self.input_size = int(input_size)
         self.augment = augment
@@ -153,7 +160,11 @@ class TileDataset(Dataset):
         down = 2**level
         level_size = -(-size // down)
         image = store.read_image(y // down, x // down, level_size, level_size, level)
-        return resize_image(image, self.input_size), resize_mask(store.read_labels(y, x, size, size), self.input_size)
+        if self.mask_empty[index]:
+            mask = np.zeros((self.input_size, self.input_size), dtype=np.uint8)
+        else:
+            mask = resize_mask(store.read_labels(y, x, size, size), self.input_size)
+        return resize_image(image, self.input_size), mask
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.read_tile(index)

@@ -249,7 +249,9 @@ def _padded_words(mask: np.ndarray, y0: int, y1: int) -> np.ndarray:
     h, w = mask.shape
     padded = np.zeros((y1 - y0, -(-w // _WORD) * _WORD), dtype=np.uint8)
     top, bottom = max(y0, 0), min(y1, h)
-    np.not_equal(mask[top:bottom], 0, out=padded[top - y0 : bottom - y0, :w].view(np.bool_))
+    # Compare in the mask's own memory order (a sequential read even for a
+    # Fortran-ordered mask), then copy into the row-major band.
+    padded[top - y0 : bottom - y0, :w] = mask[top:bottom] != 0
     return padded.view(np.uint64)
 
 

@@ -14,7 +14,8 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,8 @@ def ingest_slide(
     ``expected_shape`` is the ``(height, width)`` in pixels the dataset
     information gives for the slide. ``chunk`` is the chunk side (and band
     height) in pixels; levels are halved until the long side is at most
-    ``min_level_size``. ``workers`` threads decode the TIFF (default: all
-    CPUs). ``progress`` shows a bar on stderr.
+    ``min_level_size``. ``workers`` threads decode the TIFF and as many
+    encode the chunks (default: one per CPU). ``progress`` shows a bar on stderr.
 
     Raises :class:`InputError` naming the offending file for an unreadable,
     truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
@@ -78,11 +79,16 @@ def ingest_slide(
         mask_bands = _mask_bands(
             rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width)
         )
-        with atomic_output(out_path) as tmp:
+        with atomic_output(out_path) as tmp, ThreadPoolExecutor(slide.workers) as pool:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             shapes = level_shapes(height, width, min_level_size)
-            image = create_image(group, shapes, chunk=chunk, name=out_path.name.removesuffix(".zarr"))
-            labels = None if mask_bands is None else create_labels(group, LABEL_NAME, shapes, chunk=chunk)
+            name = out_path.name.removesuffix(".zarr")
+            image = create_image(group, shapes, chunk=chunk, name=name, pool=pool)
+            labels = (
+                None
+                if mask_bands is None
+                else create_labels(group, LABEL_NAME, shapes, chunk=chunk, pool=pool)
+            )
             with tqdm(
                 total=height,
                 unit="row",
@@ -124,11 +130,11 @@ def _mask_bands(
     return None
 
 
-def _prefetched(items: Iterator[np.ndarray], depth: int = 1) -> Iterator[np.ndarray]:
+def _prefetched(items: Generator[np.ndarray, None, None], depth: int = 1) -> Iterator[np.ndarray]:
     """Yield ``items``, computing up to ``depth`` ahead in a background thread.
 
     An exception in the producer is re-raised here; if the consumer stops
-    early, the producer is told to stop and joined.
+    early, the producer is told to stop, closes ``items`` and is joined.
     """
     handoff: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -148,6 +154,8 @@ def _prefetched(items: Iterator[np.ndarray], depth: int = 1) -> Iterator[np.ndar
             handoff.put((done, None))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             handoff.put((None, err))
+        finally:
+            items.close()
 
     thread = threading.Thread(target=produce, name="tiff-bands", daemon=True)
     thread.start()

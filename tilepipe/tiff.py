@@ -112,10 +112,13 @@ class SlideTiff:
             yield from _rebanded(self._segment_rows(pool), rows, height)
 
     def _find_channels(self) -> list[ChannelSource]:
-        level = max(
-            (lvl for series in self.tif.series for lvl in series.levels),
-            key=lambda lvl: lvl.keyframe.imagelength * lvl.keyframe.imagewidth,
-        )
+        try:
+            levels = [lvl for series in self.tif.series for lvl in series.levels if lvl.keyframe is not None]
+        except Exception as err:  # noqa: BLE001 - tifffile raises many types for bad IFDs
+            raise InputError(self.path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
+        if not levels:
+            raise InputError(self.path, "not a readable TIFF (no image found: corrupt header?)")
+        level = max(levels, key=lambda lvl: lvl.keyframe.imagelength * lvl.keyframe.imagewidth)
         pages = [p for p in level.pages if p is not None]
         key = level.keyframe
         samples = int(key.samplesperpixel)
@@ -128,6 +131,8 @@ class SlideTiff:
             )
         if key.is_subsampled and key.compression not in JPEG_COMPRESSIONS:
             raise InputError(self.path, "chroma-subsampled YCbCr outside JPEG is not supported")
+        if len({_geometry(page.keyframe) for page in pages}) > 1:
+            raise InputError(self.path, "the channel pages differ in size, tiling or compression")
         return [ChannelSource(page, i * samples, samples) for i, page in enumerate(pages)]
 
     def _check_segments_inside_file(self) -> None:
@@ -176,26 +181,22 @@ class SlideTiff:
         columns = math.ceil(width / key.tilewidth) if key.is_tiled else 1
         segment_rows = math.ceil(height / segment_height)
         planes = key.samplesperpixel if key.planarconfig == 2 else 1
-        decode = key.decode
         for row in range(segment_rows):
             y0 = row * segment_height
             y1 = min(y0 + segment_height, height)
             out = np.empty((3, y1 - y0, width), dtype=np.uint8)
-            jobs = []
-            for source in self.sources:
-                page = source.page
-                indices = [
-                    (plane * segment_rows + row) * columns + col
-                    for plane in range(planes)
-                    for col in range(columns)
-                ]
-                raw = self._read_segments(page, indices)
-                jobs += [(source, page, data, index) for data, index in raw]
-            for _ in pool.map(lambda job: self._decode_into(out, y0, decode, *job), jobs):
+            indices = [(plane * segment_rows + row) * columns + col for plane in range(planes) for col in range(columns)]
+            jobs = [
+                (source, data, index)
+                for source in self.sources
+                for data, index in self._read_segments(source.page, indices)
+            ]
+            for _ in pool.map(lambda job: self._decode_into(out, y0, *job), jobs):
                 pass
             yield y0, out
 
     def _read_segments(self, page, indices: list[int]) -> list[tuple[bytes | None, int]]:
+        """Return ``(encoded bytes or None, index)`` of the page's segments ``indices``, read in file order."""
         offsets = [page.dataoffsets[i] for i in indices]
         counts = [page.databytecounts[i] for i in indices]
         fh = self.tif.filehandle
@@ -205,25 +206,41 @@ class SlideTiff:
             for item in chunk
         ]
 
-    def _decode_into(self, out: np.ndarray, y0: int, decode, source: ChannelSource, page, data, index) -> None:
-        """Decode one segment and copy it into the ``(3, n, width)`` row ``out`` starting at ``y0``."""
+    def _decode_into(self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int) -> None:
+        """Decode segment ``index`` of ``source`` into ``out``, the ``(3, n, width)`` rows from ``y0``."""
+        page, key = source.page, source.page.keyframe
         kwargs = {}
-        if page.keyframe.compression in JPEG_COMPRESSIONS:
-            kwargs = {"jpegtables": page.jpegtables, "jpegheader": page.keyframe.jpegheader}
+        if key.compression in JPEG_COMPRESSIONS:
+            kwargs = {"jpegtables": page.jpegtables, "jpegheader": key.jpegheader}
         try:
-            segment, (plane, _, y, x, _), shape = decode(data, index, **kwargs)
+            segment, (plane, _, y, x, _), shape = key.decode(data, index, **kwargs)
         except Exception as err:  # noqa: BLE001 - codecs raise their own error types
             raise InputError(
                 self.path, f"corrupt image data in tile/strip {index} ({type(err).__name__}: {err})"
             ) from err
         top = y - y0
-        channels = slice(0, 3) if shape[3] == 3 else slice(source.first_channel + plane, source.first_channel + plane + 1)
+        channel = source.first_channel + plane
+        channels = slice(0, 3) if shape[3] == 3 else slice(channel, channel + 1)
         if segment is None:  # an empty (sparse) segment reads as zeros
             out[channels, top : top + shape[1], x : x + shape[2]] = 0
             return
         pixels = segment[0, : out.shape[1] - top, : out.shape[2] - x]
         h, w = pixels.shape[:2]
         out[channels, top : top + h, x : x + w] = pixels.transpose(2, 0, 1)
+
+
+def _geometry(page: tifffile.TiffPage) -> tuple:
+    """What must match between pages read as one image's channels."""
+    return (
+        page.imagelength,
+        page.imagewidth,
+        page.is_tiled,
+        page.tilelength,
+        page.tilewidth,
+        page.rowsperstrip,
+        page.planarconfig,
+        page.compression,
+    )
 
 
 def _is_plain_contiguous(page) -> bool:

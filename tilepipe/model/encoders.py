@@ -8,6 +8,7 @@ keep that library's keys; the classifier at the end is dropped after loading.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +19,7 @@ from tilepipe.errors import InputError
 from tilepipe.model.state_dicts import load_state_dict_checked, read_torch_file
 
 IMAGENET = "imagenet"
+DOWNLOAD_TIMEOUT = 60  # seconds one blocking network operation may take while fetching ImageNet weights
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class Encoder(nn.Module):
 
 
 def _fetch_imagenet(name: str, spec: EncoderSpec) -> nn.Module:
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # torch.hub's urlopen has none: a stalled link would hang forever
     try:
         return spec.build_original(True)
     except OSError as err:  # URLError, timeouts, refused connections, unwritable cache
@@ -137,6 +141,8 @@ def _fetch_imagenet(name: str, spec: EncoderSpec) -> nn.Module:
             "elsewhere and set model.encoder_weights to its local path (a state dict of the "
             f"{name} model of {spec.library}), or put it in $TORCH_HOME/hub/checkpoints/.",
         ) from err
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
 
 
 def _adapt_first_conv(stem: nn.Sequential, in_channels: int) -> None:

@@ -1,0 +1,345 @@
+"""Ingest: TIFF layouts -> slide store, labels, bad input, atomic output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from tilepipe import rle
+from tilepipe.errors import InputError
+from tilepipe.ingest import ingest_slide
+from tilepipe.ngff import max_2x2, mean_2x2
+from tilepipe.polygons import Polygon, load_polygons, rasterize, write_polygons
+from tilepipe.store import SlideStore
+from tilepipe.tiff import SlideTiff
+
+HEIGHT, WIDTH = 301, 437  # odd, and not a multiple of the tiles, strips or chunks below
+CHUNK = 64
+SMALL = {"chunk": CHUNK, "min_level_size": 100, "progress": False}
+
+
+def rgb_pixels(seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 image: smooth colour ramps plus noise (so JPEG keeps detail)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    ramps = np.stack([y * 255 // height, x * 255 // width, (x + y) % 256], axis=-1)
+    return (ramps + rng.integers(0, 40, (height, width, 3))).clip(0, 255).astype(np.uint8)
+
+
+def write_tiff(path: Path, layout: str) -> Path:
+    """Write the test image in ``layout`` (see LAYOUTS) to ``path``; return ``path``."""
+    hwc = rgb_pixels()
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    rgb = {"photometric": "rgb"}
+    if layout == "tiled-zlib-contig":
+        tifffile.imwrite(path, hwc, tile=(48, 64), compression="zlib", **rgb)
+    elif layout == "tiled-lzw-planar":
+        tifffile.imwrite(path, chw, tile=(64, 80), compression="lzw", planarconfig="separate", **rgb)
+    elif layout == "tiled-jpeg":
+        tifffile.imwrite(path, hwc, tile=(64, 64), compression="jpeg", **rgb)
+    elif layout == "tiled-jpeg-ycbcr":
+        tifffile.imwrite(path, hwc, tile=(64, 64), compression="jpeg", photometric="ycbcr")
+    elif layout == "tiled-raw-bigtiff":
+        tifffile.imwrite(path, hwc, tile=(32, 48), bigtiff=True, **rgb)
+    elif layout == "strip-raw-contig":
+        tifffile.imwrite(path, hwc, rowsperstrip=HEIGHT, **rgb)
+    elif layout == "strips-raw-planar":
+        tifffile.imwrite(path, chw, rowsperstrip=10, planarconfig="separate", **rgb)
+    elif layout == "strips-lzw":
+        tifffile.imwrite(path, hwc, rowsperstrip=7, compression="lzw", **rgb)
+    elif layout == "strips-zlib-predictor":
+        tifffile.imwrite(path, hwc, rowsperstrip=16, compression="zlib", predictor=True, **rgb)
+    elif layout == "pages-1x1x3":  # tifffile.imread -> (1, 1, 3, y, x): one page per channel
+        tifffile.imwrite(path, chw[None, None], photometric="minisblack", compression="zlib")
+    elif layout == "pages-3":  # tifffile.imread -> (3, y, x): one page per channel
+        tifffile.imwrite(path, chw, photometric="minisblack", rowsperstrip=32)
+    elif layout == "subifd-pyramid":
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(hwc, subifds=2, tile=(64, 64), compression="zlib", **rgb)
+            tif.write(hwc[::2, ::2], subfiletype=1, tile=(64, 64), compression="zlib", **rgb)
+            tif.write(hwc[::4, ::4], subfiletype=1, tile=(64, 64), compression="zlib", **rgb)
+    elif layout == "thumbnail-page-first":
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(hwc[::8, ::8], **rgb)
+            tif.write(hwc, tile=(64, 64), compression="zlib", **rgb)
+    else:
+        raise ValueError(layout)
+    return path
+
+
+LAYOUTS = [
+    "tiled-zlib-contig",
+    "tiled-lzw-planar",
+    "tiled-jpeg",
+    "tiled-jpeg-ycbcr",
+    "tiled-raw-bigtiff",
+    "strip-raw-contig",
+    "strips-raw-planar",
+    "strips-lzw",
+    "strips-zlib-predictor",
+    "pages-1x1x3",
+    "pages-3",
+    "subifd-pyramid",
+    "thumbnail-page-first",
+]
+
+
+def as_cyx(pixels: np.ndarray) -> np.ndarray:
+    """tifffile.imread's array of an RGB image as ``(3, y, x)``."""
+    pixels = pixels.squeeze()
+    return pixels.transpose(2, 0, 1) if pixels.shape[-1] == 3 else pixels
+
+
+def level0_of(path: Path) -> np.ndarray:
+    """What tifffile reads as the full-resolution image, ``(3, y, x)``."""
+    with tifffile.TiffFile(path) as tif:
+        series = max(tif.series, key=lambda s: s.levels[0].size)
+        return as_cyx(series.levels[0].asarray())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_level0_equals_tifffile_for_every_layout(tmp_path, layout):
+    tiff = write_tiff(tmp_path / f"{layout}.tiff", layout)
+    ingest_slide(tiff, tmp_path / "slide.zarr", expected_shape=(HEIGHT, WIDTH), **SMALL)
+
+    store = SlideStore(tmp_path / "slide.zarr")
+    expected = level0_of(tiff)
+    assert expected.shape == (3, HEIGHT, WIDTH)
+    np.testing.assert_array_equal(store.levels[0][:], expected)
+
+
+@pytest.mark.parametrize("layout", ["strip-raw-contig", "strips-raw-planar", "pages-3"])
+def test_uncompressed_strips_are_read_by_offset_not_decoded(tmp_path, layout):
+    with SlideTiff(write_tiff(tmp_path / "s.tiff", layout)) as slide:
+        assert slide.contiguous
+        assert "contiguous reads" in slide.layout
+
+
+@pytest.mark.parametrize("layout", ["tiled-zlib-contig", "strips-lzw", "subifd-pyramid"])
+def test_bands_have_the_requested_rows_and_cover_the_image(tmp_path, layout):
+    tiff = write_tiff(tmp_path / "s.tiff", layout)
+    with SlideTiff(tiff) as slide:
+        bands = list(slide.bands(50))
+    assert [b.shape[1] for b in bands] == [50] * 6 + [1]
+    assert all(b.shape == (3, b.shape[1], WIDTH) and b.dtype == np.uint8 for b in bands)
+    np.testing.assert_array_equal(np.concatenate(bands, axis=1), level0_of(tiff))
+
+
+def test_pyramid_levels_are_2x2_means_down_to_min_level_size(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    ingest_slide(tiff, tmp_path / "slide.zarr", **SMALL)
+
+    store = SlideStore(tmp_path / "slide.zarr")
+    assert [store.level_shape(level) for level in range(len(store.levels))] == [
+        (301, 437), (151, 219), (76, 110), (38, 55)
+    ]
+    level = store.levels[0][:]
+    for array in store.levels[1:]:
+        level = mean_2x2(level)
+        np.testing.assert_array_equal(array[:], level)
+        assert array.chunks == (3, CHUNK, CHUNK)
+
+
+def test_mean_2x2_rounds_half_up_and_averages_odd_edges_with_themselves():
+    block = np.array([[[0, 1, 7], [0, 2, 8], [4, 6, 9]]], dtype=np.uint8)
+    np.testing.assert_array_equal(mean_2x2(block), [[[1, 8], [5, 9]]])
+
+
+def glomerulus_mask(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[20:90, 30:110] = 1
+    mask[200:260, 300:437] = 1  # touches the right border
+    mask[0, 0] = mask[-1, -1] = 1
+    return mask
+
+
+def test_rle_labels_match_the_decoded_mask_and_skip_empty_chunks(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    mask = glomerulus_mask()
+    ingest_slide(tiff, tmp_path / "slide.zarr", rle=rle.encode(mask), **SMALL)
+
+    store = SlideStore(tmp_path / "slide.zarr")
+    np.testing.assert_array_equal(store.labels[:], mask)
+    labels = zarr.open_group(tmp_path / "slide.zarr" / "labels" / "glomeruli", mode="r")
+    np.testing.assert_array_equal(labels["1"][:], max_2x2(mask))
+    chunks_dir = tmp_path / "slide.zarr" / "labels" / "glomeruli" / "0" / "c"
+    stored = {p.relative_to(chunks_dir).parts for p in chunks_dir.rglob("*") if p.is_file()}
+    rows, cols = -(-HEIGHT // CHUNK), -(-WIDTH // CHUNK)
+    nonempty = {
+        (str(i), str(j))
+        for i in range(rows)
+        for j in range(cols)
+        if mask[i * CHUNK : (i + 1) * CHUNK, j * CHUNK : (j + 1) * CHUNK].any()
+    }
+    assert stored == nonempty and len(nonempty) < rows * cols
+
+
+def test_polygon_labels_match_a_full_window_raster(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    outline = np.array([[40.5, 30.0], [400.0, 60.0], [380.0, 290.0], [60.0, 250.0]])
+    write_polygons(tmp_path / "s.json", [Polygon(outline)])
+    ingest_slide(tiff, tmp_path / "slide.zarr", polygons_path=tmp_path / "s.json", **SMALL)
+
+    expected = rasterize(load_polygons(tmp_path / "s.json"), 0, HEIGHT, 0, WIDTH)
+    assert expected.sum() > 10_000
+    np.testing.assert_array_equal(SlideStore(tmp_path / "slide.zarr").labels[:], expected)
+
+
+def test_rle_wins_over_polygons_and_no_source_means_no_labels_group(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    (tmp_path / "bad.json").write_text("not json")
+    ingest_slide(tiff, tmp_path / "rle.zarr", rle="", polygons_path=tmp_path / "bad.json", **SMALL)
+    ingest_slide(tiff, tmp_path / "none.zarr", **SMALL)
+
+    assert SlideStore(tmp_path / "rle.zarr").labels[:].max() == 0
+    assert not (tmp_path / "none.zarr" / "labels").exists()
+    assert SlideStore(tmp_path / "none.zarr").labels is None
+
+
+def test_store_is_read_by_ome_zarr_with_its_label(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-jpeg")
+    ingest_slide(tiff, tmp_path / "slide.zarr", rle=rle.encode(glomerulus_mask()), **SMALL)
+
+    nodes = list(Reader(parse_url(tmp_path / "slide.zarr"))())
+    image = nodes[0]
+    assert image.load(Multiscales) is not None
+    assert [a["name"] for a in image.metadata["axes"]] == ["c", "y", "x"]
+    assert image.data[0].shape == (3, HEIGHT, WIDTH) and len(image.data) == 4
+    labels = [n for n in nodes if n.load(Label) is not None]
+    assert [n.metadata["name"] for n in labels] == ["glomeruli"]
+    assert labels[0].data[0].shape == (HEIGHT, WIDTH)
+
+
+def test_progress_bar_goes_to_stderr(tmp_path, capsys):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    ingest_slide(tiff, tmp_path / "slide.zarr", chunk=CHUNK, min_level_size=100, progress=True)
+    captured = capsys.readouterr()
+    assert "s.tiff" in captured.err and f"{HEIGHT}/{HEIGHT}" in captured.err
+    assert captured.out == ""
+
+
+# Bad input: an InputError naming the file, and nothing left behind.
+
+
+def assert_fails_cleanly(tiff: Path, out: Path, match: str, **kwargs) -> InputError:
+    with pytest.raises(InputError, match=match) as info:
+        ingest_slide(tiff, out, **{**SMALL, **kwargs})
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+    return info.value
+
+
+def test_truncated_tiff_is_an_input_error(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    data = tiff.read_bytes()
+    tiff.write_bytes(data[: len(data) // 2])
+    err = assert_fails_cleanly(tiff, tmp_path / "slide.zarr", "truncated")
+    assert err.path == str(tiff)
+
+
+def test_truncated_uncompressed_strip_is_an_input_error(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strip-raw-contig")
+    data = tiff.read_bytes()
+    tiff.write_bytes(data[: len(data) - 1000])
+    assert_fails_cleanly(tiff, tmp_path / "slide.zarr", "truncated")
+
+
+def test_corrupt_tile_data_is_an_input_error(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    with tifffile.TiffFile(tiff) as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[20], page.databytecounts[20]
+    data = bytearray(tiff.read_bytes())
+    data[offset + count // 3 : offset + count // 3 + 64] = bytes(64)
+    tiff.write_bytes(bytes(data))
+    assert_fails_cleanly(tiff, tmp_path / "slide.zarr", r"corrupt image data in tile/strip 20")
+
+
+@pytest.mark.parametrize("where", [0, 4])
+def test_corrupt_header_is_an_input_error(tmp_path, where):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    data = bytearray(tiff.read_bytes())
+    data[where : where + 4] = b"\xde\xad\xbe\xef"
+    tiff.write_bytes(bytes(data))
+    assert_fails_cleanly(tiff, tmp_path / "slide.zarr", "not a readable TIFF")
+
+
+def test_not_a_tiff_and_missing_file_are_input_errors(tmp_path):
+    (tmp_path / "text.tiff").write_text("hello")
+    assert_fails_cleanly(tmp_path / "text.tiff", tmp_path / "a.zarr", "not a readable TIFF")
+    assert_fails_cleanly(tmp_path / "missing.tiff", tmp_path / "b.zarr", "does not exist")
+
+
+@pytest.mark.parametrize(
+    ("pixels", "kwargs", "found"),
+    [
+        (np.zeros((40, 50), np.uint16), {}, r"found uint16 with 1 channel, shape \(40, 50\)"),
+        (np.zeros((40, 50, 4), np.uint8), {"photometric": "rgb"}, r"found uint8 with 4 channels"),
+        (np.zeros((40, 50, 3), np.float32), {"photometric": "rgb"}, r"found float32 with 3 channels"),
+    ],
+)
+def test_image_that_is_not_8bit_rgb_is_an_input_error(tmp_path, pixels, kwargs, found):
+    tifffile.imwrite(tmp_path / "s.tiff", pixels, **kwargs)
+    assert_fails_cleanly(tmp_path / "s.tiff", tmp_path / "slide.zarr", found)
+
+
+def test_size_mismatch_with_dataset_information_names_both_sizes(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    err = assert_fails_cleanly(
+        tiff, tmp_path / "slide.zarr", "dataset information", expected_shape=(WIDTH, HEIGHT)
+    )
+    assert "301 x 437" in str(err) and "437 x 301" in str(err) and str(tiff) in str(err)
+
+
+def test_bad_rle_names_its_source_and_leaves_nothing(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    assert_fails_cleanly(
+        tiff, tmp_path / "slide.zarr", r"train.csv \(id s\).*odd number", rle="1 2 3", label_source="train.csv (id s)"
+    )
+
+
+def test_failed_rerun_leaves_the_existing_store_untouched(tmp_path):
+    good = write_tiff(tmp_path / "good.tiff", "strips-lzw")
+    out = tmp_path / "slide.zarr"
+    ingest_slide(good, out, **SMALL)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    corrupt = write_tiff(tmp_path / "bad.tiff", "tiled-zlib-contig")
+    corrupt.write_bytes(corrupt.read_bytes()[:3000])
+    with pytest.raises(InputError):
+        ingest_slide(corrupt, out, **SMALL)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tiff", "good.tiff", "slide.zarr"]
+
+
+def test_odd_chunk_is_refused():
+    with pytest.raises(ValueError, match="even"):
+        ingest_slide("unused.tiff", "unused.zarr", chunk=63)
+
+
+def test_metadata_is_ngff_0_5(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    ingest_slide(tiff, tmp_path / "s1.zarr", rle="1 5", **SMALL)
+    meta = json.loads((tmp_path / "s1.zarr" / "zarr.json").read_text())
+    ome = meta["attributes"]["ome"]
+    assert meta["zarr_format"] == 3 and ome["version"] == "0.5"
+    multiscale = ome["multiscales"][0]
+    assert multiscale["name"] == "s1"
+    assert [(a["name"], a["type"]) for a in multiscale["axes"]] == [
+        ("c", "channel"), ("y", "space"), ("x", "space")
+    ]
+    assert [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]] == [
+        [1, 1, 1], [1, 2, 2], [1, 4, 4], [1, 8, 8]
+    ]
+    labels = json.loads((tmp_path / "s1.zarr" / "labels" / "zarr.json").read_text())
+    assert labels["attributes"]["ome"]["labels"] == ["glomeruli"]
+    label = json.loads((tmp_path / "s1.zarr" / "labels" / "glomeruli" / "zarr.json").read_text())
+    assert label["attributes"]["ome"]["image-label"]["colors"][0]["label-value"] == 1

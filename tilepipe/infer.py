@@ -1,0 +1,381 @@
+"""Whole-slide inference: a fold ensemble with flip TTA, stitched by centre crops into a probability store.
+
+``predict_slide`` sweeps the kept centres of :mod:`tilepipe.windows` one
+row at a time, top to bottom. For each row it
+
+1. measures the tissue fraction of every kept centre on a low pyramid
+   level (:func:`tilepipe.windows.choose_tissue_level`); centres with no
+   more tissue than ``min_tissue`` are background: their windows never
+   reach a model and their pixels are 0;
+2. reads the row's windows as one band of the pyramid level nearest the
+   models' scale (:func:`tilepipe.windows.choose_read_level`), zero-filled
+   past the slide's border, and scales each window exactly as training
+   does (:mod:`tilepipe.loader`: ``cv2.INTER_AREA`` to ``input_size``,
+   ImageNet mean and std);
+3. runs batches of windows through every model and every flip: encoder,
+   then the classification head; windows whose classification probability
+   (averaged over models and flips) is below ``clf_threshold`` are set to 0
+   without running any decoder; the others get the mean over models and
+   flips of the sigmoid of the segmentation logits (each un-flipped);
+4. resizes each probability map bilinearly to the window's level-0 size,
+   keeps its centre and writes the row of centres as one band of whole
+   ``keep`` x ``keep`` chunks.
+
+Memory is a row band of windows plus one batch (and its encoder features,
+kept for every model and flip until the classification gate has decided),
+never a whole-slide array. The output appears atomically.
+
+Output (``results/predictions/{stage}/{id}.zarr``): a zarr v3 group whose
+array ``"0"`` is the probability, ``(y, x)`` uint8 ``round(p * 255)``
+(half to even) at level-0 resolution, chunks ``(keep, keep)`` aligned with
+the kept centres (all-zero chunks are not stored); attrs["ome"] holds an
+NGFF 0.5 single-level multiscale with axes (y, x), attrs["tilepipe"] says
+what it is and how it was made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zarr
+from torch import nn
+from tqdm import tqdm
+
+from tilepipe.atomic import atomic_output
+from tilepipe.errors import InputError
+from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_image
+from tilepipe.ngff import CODEC, LABEL_AXES, NGFF_VERSION, multiscales
+from tilepipe.store import SlideStore
+from tilepipe.tile_index import DEFAULT_SATURATION_THRESHOLD
+from tilepipe.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
+
+__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "read_probability", "write_probability"]
+
+# Flip name -> the tensor dims it reverses on (b, c, y, x); each flip is its own inverse.
+FLIPS = {"none": (), "hflip": (-1,), "vflip": (-2,), "hvflip": (-2, -1)}
+RECIPE_TTA = ("none", "hflip", "vflip", "hvflip")
+PROBABILITY_SCALE = 255
+PROBABILITY_ARRAY = "0"
+ENCODING = f"uint8 round(p * {PROBABILITY_SCALE}), half to even"
+
+
+def predict_slide(
+    store_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    models: Sequence[nn.Module],
+    *,
+    tile_size: int = 1024,
+    keep: int | None = None,
+    input_size: int = 320,
+    read_level: int | str = "auto",
+    tta: Sequence[str] = RECIPE_TTA,
+    clf_threshold: float | None = 0.5,
+    min_tissue: float | None = 0.0,
+    saturation_threshold: int = DEFAULT_SATURATION_THRESHOLD,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    channels_last: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
+
+    Geometry (level-0 pixels): ``tile_size`` windows keeping their
+    ``keep`` centre (default ``tile_size // 2``), see :mod:`tilepipe.windows`.
+    ``input_size`` is the side the models take (a multiple of 32 for the
+    U-Net); ``read_level`` ``"auto"`` or a pyramid level.
+
+    ``models`` need ``encode(x)``, ``classify(features)`` (when
+    ``clf_threshold`` is set) and ``segment(features)`` as
+    :class:`tilepipe.model.Unet` has; they are put in eval mode and moved to
+    ``device`` (``"auto"``: CUDA when available). ``tta``: flips from
+    :data:`FLIPS` (the recipe: all four). ``clf_threshold``: windows whose
+    mean classification probability is below it are 0 and skip the decoder;
+    None runs every decoder. ``min_tissue``: a window runs only when the
+    tissue fraction of its kept centre (HSV saturation above
+    ``saturation_threshold`` on a low pyramid level) exceeds it; 0 skips
+    centres without any tissue, None skips nothing. ``amp``: float16
+    autocast on CUDA (no effect on the CPU).
+
+    Returns stats: ``windows`` (total), ``skipped_background``,
+    ``skipped_classifier``, ``segmented`` (window counts) and ``seconds``.
+    """
+    started = time.perf_counter()
+    store = SlideStore(store_path)
+    height, width = store.shape
+    grid = centre_grid(height, width, tile_size=tile_size, keep=tile_size // 2 if keep is None else keep)
+    level = choose_read_level(grid, input_size, len(store.levels), read_level)
+    if batch_size < 1:
+        raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
+    ensemble = _Ensemble(models, tta, clf_threshold, _resolve_device(device), amp, channels_last)
+    tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
+    reader = _WindowReader(store, grid, level, input_size)
+    settings = {
+        "source": os.fspath(store_path),
+        "tile_size": grid.tile_size,
+        "keep": grid.keep,
+        "input_size": input_size,
+        "read_level": level,
+        "tta": list(tta),
+        "clf_threshold": clf_threshold,
+        "min_tissue": min_tissue,
+        "models": len(models),
+    }
+    stats = {"windows": len(grid), "skipped_background": 0, "skipped_classifier": 0, "segmented": 0}
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp, tqdm(
+        total=len(grid), desc=out_path.stem, unit="window", disable=not progress
+    ) as bar:
+        output = _create_probability_array(tmp, out_path.stem, (height, width), grid.keep, settings)
+        for row in range(grid.rows):
+            windows = grid.row(row)
+            if tissue_level is not None:
+                fractions = tissue_fractions(store, grid, row, tissue_level, saturation_threshold)
+                windows = [w for w, fraction in zip(windows, fractions) if fraction > min_tissue]
+            stats["skipped_background"] += grid.cols - len(windows)
+            bar.update(grid.cols - len(windows))
+            centre_y, centre_height = grid.row_y(row)
+            band = np.zeros((centre_height, width), dtype=np.uint8)
+            reader.read_row(windows)
+            for start in range(0, len(windows), batch_size):
+                batch = windows[start : start + batch_size]
+                centres = ensemble.predict_centres(reader.inputs(batch), grid, batch)
+                for window, centre in centres:
+                    band[:, window.centre_x : window.centre_x + window.centre_width] = centre
+                stats["segmented"] += len(centres)
+                stats["skipped_classifier"] += len(batch) - len(centres)
+                bar.update(len(batch))
+            output[centre_y : centre_y + centre_height, :] = band
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def read_probability(path: str | os.PathLike) -> zarr.Array:
+    """Open the probability store at ``path`` read-only; return its ``(y, x)`` uint8 array (``round(p * 255)``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(path, "probability store does not exist")
+    try:
+        array = zarr.open_group(path, mode="r")[PROBABILITY_ARRAY]
+    except Exception as err:  # noqa: BLE001 - zarr raises several types
+        raise InputError(path, f"not a probability store: no readable array {PROBABILITY_ARRAY!r} ({err})") from err
+    if not isinstance(array, zarr.Array) or array.ndim != 2 or array.dtype != np.uint8:
+        raise InputError(path, f"array {PROBABILITY_ARRAY!r} is not a (y, x) uint8 probability")
+    return array
+
+
+def write_probability(out_path: str | os.PathLike, probability_yx: np.ndarray, chunk: int) -> None:
+    """Write an in-memory ``(y, x)`` uint8 probability (``round(p * 255)``) as a probability store.
+
+    Same format as :func:`predict_slide` writes, with ``chunk`` x ``chunk``
+    chunks; meant for small arrays (tests, demo). Appears atomically.
+    """
+    probability_yx = np.asarray(probability_yx)
+    if probability_yx.ndim != 2 or probability_yx.dtype != np.uint8:
+        raise ValueError(f"probability must be (y, x) uint8, got {probability_yx.dtype} {probability_yx.shape}")
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp:
+        _create_probability_array(tmp, out_path.stem, probability_yx.shape, chunk, {})[...] = probability_yx
+
+
+def _create_probability_array(path: Path, name: str, shape: tuple[int, int], chunk: int, attrs: dict) -> zarr.Array:
+    """Create the probability store ``name`` at ``path``: its group (NGFF metadata, ``attrs`` as
+    attrs["tilepipe"]) and its empty ``shape`` array; return the array."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    array = group.create_array(
+        PROBABILITY_ARRAY,
+        shape=shape,
+        chunks=(chunk, chunk),
+        dtype=np.uint8,
+        compressors=CODEC,
+        fill_value=0,
+        dimension_names=["y", "x"],
+        config={"write_empty_chunks": False},
+    )
+    levels = multiscales(name, LABEL_AXES, 1)
+    del levels[0]["type"]  # one level: no downsampling method to name
+    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": levels}
+    group.attrs["tilepipe"] = {"content": "probability", "encoding": ENCODING, **attrs}
+    return array
+
+
+def tissue_fractions(
+    store: SlideStore, grid: CentreGrid, row: int, level: int, saturation_threshold: int
+) -> np.ndarray:
+    """Return the tissue fraction (0..1, float64) of each kept centre of centre row ``row``, left to right.
+
+    Measured on pyramid ``level``, whose downsample must divide ``keep``:
+    the share of the centre's pixels at that level whose HSV saturation
+    (OpenCV, 0..255) exceeds ``saturation_threshold``.
+    """
+    down = 2**level
+    side = grid.keep // down
+    centre_y, centre_height = grid.row_y(row)
+    level_height, level_width = store.level_shape(level)
+    y0, y1 = centre_y // down, min(-(-(centre_y + centre_height) // down), level_height)
+    band = store.levels[level][:, y0:y1, :]
+    hsv = cv2.cvtColor(np.ascontiguousarray(band.transpose(1, 2, 0)), cv2.COLOR_RGB2HSV)
+    tissue_per_column = (hsv[..., 1] > saturation_threshold).sum(axis=0)
+    starts = np.arange(grid.cols) * side
+    widths = np.minimum(starts + side, level_width) - starts
+    return np.add.reduceat(tissue_per_column, starts) / (widths * (y1 - y0))
+
+
+class _WindowReader:
+    """Reads the windows of one centre row as a band of the read level and scales them for the models."""
+
+    def __init__(self, store: SlideStore, grid: CentreGrid, level: int, input_size: int):
+        self.store = store
+        self.grid = grid
+        self.level = level
+        self.down = 2**level
+        self.side = grid.tile_size // self.down
+        self.input_size = input_size
+        std = np.asarray(IMAGENET_STD, dtype=np.float32)
+        self.scale = (1 / (255 * std)).astype(np.float32)
+        self.offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / std).astype(np.float32)
+        self.band: np.ndarray | None = None
+        self.band_x = 0
+
+    def read_row(self, windows: list[Window]) -> None:
+        """Read the band spanning ``windows`` (windows of one centre row, left to right)."""
+        self.band = None
+        if not windows:
+            return
+        x0, x1 = windows[0].x // self.down, windows[-1].x // self.down + self.side
+        self.band_x = x0
+        self.band = self.store.read_image(windows[0].y // self.down, x0, self.side, x1 - x0, self.level)
+
+    def inputs(self, windows: list[Window]) -> np.ndarray:
+        """Return the model inputs of ``windows`` (read by :meth:`read_row`): (b, 3, S, S) float32."""
+        batch = np.empty((len(windows), 3, self.input_size, self.input_size), dtype=np.float32)
+        for i, window in enumerate(windows):
+            x = window.x // self.down - self.band_x
+            image = resize_image(self.band[:, :, x : x + self.side], self.input_size)
+            batch[i] = normalise(image, self.scale, self.offset)
+        return batch
+
+
+class _Ensemble:
+    """Models x flips on one device: the gated, flip-averaged probability of a batch of windows."""
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        tta: Sequence[str],
+        clf_threshold: float | None,
+        device: torch.device,
+        amp: bool,
+        channels_last: bool,
+    ):
+        if not models:
+            raise InputError(None, "no models to predict with")
+        unknown = [name for name in tta if name not in FLIPS]
+        if not tta or unknown or len(set(tta)) != len(tta):
+            raise InputError(None, f"tta: expected distinct flips among {', '.join(FLIPS)}, got {list(tta)}")
+        if clf_threshold is not None:
+            if not 0 <= clf_threshold <= 1:
+                raise InputError(None, f"clf_threshold must be in [0, 1] or None, got {clf_threshold}")
+            headless = [i for i, m in enumerate(models) if not getattr(m, "has_classifier", True)]
+            if headless:
+                raise InputError(
+                    None, f"clf_threshold is set but model {headless[0]} has no classification head"
+                )
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.models = [model.eval().to(device, memory_format=self.memory_format) for model in models]
+        self.flips = [FLIPS[name] for name in tta]
+        self.clf_threshold = clf_threshold
+        self.device = device
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.float16)
+            if amp and device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+
+    @torch.inference_mode()
+    def predict_centres(
+        self, inputs: np.ndarray, grid: CentreGrid, windows: list[Window]
+    ) -> list[tuple[Window, np.ndarray]]:
+        """Return ``(window, centre)`` for each of ``windows`` that passes the classification gate.
+
+        ``inputs``: the windows scaled for the models, (b, 3, S, S) float32.
+        ``centre``: the window's kept centre, ``(centre_height,
+        centre_width)`` uint8 ``round(p * 255)``.
+        """
+        images = torch.from_numpy(inputs)
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        with self.autocast:
+            probability, passed = self._probability(images)
+        if probability is None:
+            return []
+        if probability.shape[-1] != grid.tile_size:
+            size = (grid.tile_size, grid.tile_size)
+            probability = F.interpolate(probability, size=size, mode="bilinear", align_corners=False)
+        margin = grid.margin
+        quantised = (
+            probability[:, 0, margin : margin + grid.keep, margin : margin + grid.keep]
+            .mul_(PROBABILITY_SCALE)
+            .round_()
+            .to(torch.uint8)
+            .cpu()
+            .numpy()
+        )
+        kept = [window for window, ok in zip(windows, passed.tolist()) if ok]
+        return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised)]
+
+    def _probability(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Return the mean probability (p, 1, S, S) float32 of the p windows that pass the gate (None if none does) and the (b,) bool gate."""
+        runs = [(model, dims) for model in self.models for dims in self.flips]
+        if self.clf_threshold is None:
+            passed = torch.ones(images.shape[0], dtype=torch.bool)
+            total = sum(self._segment(model, dims, model.encode(_flip(images, dims))) for model, dims in runs)
+            return total / len(runs), passed
+        features = []
+        clf = torch.zeros(images.shape[0], device=images.device)
+        for model, dims in runs:
+            features.append(model.encode(_flip(images, dims)))
+            clf += torch.sigmoid(model.classify(features[-1]).float()).view(-1)
+        passed = (clf / len(runs) >= self.clf_threshold).cpu()
+        if not passed.any():
+            return None, passed
+        if not passed.all():
+            index = passed.nonzero().view(-1).to(images.device)
+            features = [_select(f, index) for f in features]
+        total = sum(self._segment(model, dims, f) for (model, dims), f in zip(runs, features))
+        return total / len(runs), passed
+
+    @staticmethod
+    def _segment(model: nn.Module, dims: tuple[int, ...], features) -> torch.Tensor:
+        """Return the un-flipped sigmoid of ``model``'s segmentation logits, float32."""
+        return _flip(torch.sigmoid(model.segment(features).float()), dims)
+
+
+def _select(features, index: torch.Tensor):
+    """Return ``features`` (a tensor or nested lists/tuples of them, batch first) at batch ``index``."""
+    if isinstance(features, torch.Tensor):
+        return features.index_select(0, index)
+    return type(features)(_select(f, index) for f in features)
+
+
+def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return x.flip(dims) if dims else x
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "device: cuda requested but no CUDA device is available")
+    return device

@@ -1,0 +1,131 @@
+"""The Kaggle submission: probability stores -> thresholded masks -> RLE, streamed column block by column block.
+
+A probability store (:mod:`tilepipe.infer`) holds ``v = round(p * 255)``.
+A pixel is foreground when ``v >= foreground_cutoff(threshold)``, the
+cutoff being ``threshold * 255`` rounded half up: for the recipe's 0.5 the
+cutoff is 128, and ``v >= 128`` holds exactly when ``p >= 0.5`` (127.5
+rounds to the even 128); for other thresholds it is ``p >= threshold`` up
+to half a step of 1/255.
+
+Kaggle's RLE numbers pixels column by column (:mod:`tilepipe.rle`), so a
+mask is encoded from blocks of whole columns (all rows, a few chunks wide,
+at most ``block_bytes`` of probability): runs are found within each block
+and a run that ends at the bottom of a block's last column and goes on at
+the top of the next block's first column is merged. No whole-slide mask
+is ever held.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tilepipe import rle
+from tilepipe.atomic import atomic_output
+from tilepipe.errors import InputError
+from tilepipe.infer import PROBABILITY_SCALE, read_probability
+
+__all__ = ["BLOCK_BYTES", "encode_prediction", "foreground_cutoff", "write_submission"]
+
+BLOCK_BYTES = 64 << 20  # probability bytes per column block
+
+
+def foreground_cutoff(threshold: float) -> int:
+    """Return the smallest stored value (0..255) that counts as foreground at ``threshold`` (0..1).
+
+    ``floor(threshold * 255 + 0.5)``: 128 for 0.5, 0 for 0 (every pixel),
+    255 for 1. Raises InputError outside [0, 1].
+    """
+    if not 0 <= threshold <= 1:
+        raise InputError(None, f"inference.threshold must be in [0, 1], got {threshold}")
+    return math.floor(threshold * PROBABILITY_SCALE + 0.5)
+
+
+def encode_prediction(
+    prob_store_path: str | os.PathLike, threshold: float, *, block_bytes: int = BLOCK_BYTES
+) -> str:
+    """Return the Kaggle RLE of the probability store's mask at ``threshold`` (see the module docstring).
+
+    Equal to ``tilepipe.rle.encode(probability >= foreground_cutoff(threshold))``;
+    reads column blocks of at most ``block_bytes`` (at least one chunk wide).
+    """
+    cutoff = foreground_cutoff(threshold)
+    probability = read_probability(prob_store_path)
+    height, width = probability.shape
+    chunk_width = probability.chunks[1]
+    block = max(1, block_bytes // (height * chunk_width)) * chunk_width
+    starts, lengths = [], []
+    run_end = -1  # exclusive column-major end of the last run so far
+    for x0 in range(0, width, block):
+        block_starts, block_lengths = rle._runs_of(probability[:, x0 : x0 + block] >= cutoff)
+        if block_starts.size == 0:
+            continue
+        block_starts += x0 * height
+        if block_starts[0] == run_end:
+            lengths[-1][-1] += block_lengths[0]
+            block_starts, block_lengths = block_starts[1:], block_lengths[1:]
+        if block_starts.size:
+            starts.append(block_starts)
+            lengths.append(block_lengths)
+        run_end = int(starts[-1][-1] + lengths[-1][-1])
+    if not starts:
+        return ""
+    pairs = np.empty(sum(s.size for s in starts) * 2, dtype=np.int64)
+    pairs[0::2] = np.concatenate(starts) + 1
+    pairs[1::2] = np.concatenate(lengths)
+    return rle._join_decimal(pairs)
+
+
+def write_submission(
+    sample_submission_csv: str | os.PathLike,
+    predictions: Mapping[str, str | os.PathLike],
+    threshold: float,
+    out_csv: str | os.PathLike,
+) -> None:
+    """Write ``out_csv`` (``id,predicted``): every id of the sample submission, in its order, with its RLE.
+
+    ``predictions`` maps slide ids to probability stores. An empty mask is
+    an empty ``predicted``. Raises InputError naming the sample submission
+    when it lists no ids, lacks the ``id`` column, repeats an id, or has an
+    id without a prediction, before anything is written; the CSV appears
+    atomically, written row by row.
+    """
+    sample_submission_csv = Path(sample_submission_csv)
+    ids = _sample_ids(sample_submission_csv)
+    missing = [slide for slide in ids if slide not in predictions]
+    if missing:
+        raise InputError(
+            sample_submission_csv,
+            f"id {missing[0]} has no prediction ({len(missing)} of {len(ids)} ids have none)",
+        )
+    foreground_cutoff(threshold)  # a bad threshold fails before anything is read
+    with atomic_output(out_csv) as tmp, open(tmp, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id", "predicted"])
+        for slide in ids:
+            writer.writerow([slide, encode_prediction(predictions[slide], threshold)])
+
+
+def _sample_ids(path: Path) -> list[str]:
+    """Return the ids of the sample submission at ``path``, in order (InputError when unusable)."""
+    try:
+        sample = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise InputError(path, "sample submission does not exist") from err
+    except pd.errors.EmptyDataError as err:
+        raise InputError(path, "sample submission is empty: it lists no ids") from err
+    if "id" not in sample.columns:
+        raise InputError(path, f"sample submission has no 'id' column (columns: {', '.join(sample.columns)})")
+    ids = sample["id"].str.strip()
+    if ids.empty:
+        raise InputError(path, "sample submission lists no ids")
+    repeated = ids[ids.duplicated()].tolist()
+    if repeated:
+        raise InputError(path, f"id {repeated[0]} is listed more than once")
+    return ids.tolist()

@@ -189,6 +189,7 @@ class FoldTrainer:
             device_type=self.device.type,
             seed=derive_seed(self.seed, self.fold, epoch),
             epoch=epoch,
+            drop_last=shuffle,  # a training batch of one breaks BatchNorm
         )
 
     def train_epoch(self, epoch: int) -> dict:
@@ -209,7 +210,7 @@ class FoldTrainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            total += float(loss) * image.shape[0]
+            total += loss.item() * image.shape[0]
             seen += image.shape[0]
             if step % self.train_cfg["log_every"] == 0:
                 rate = seen / (time.perf_counter() - started)

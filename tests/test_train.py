@@ -1,0 +1,119 @@
+"""Training one fold: loss falls, resume is bit-identical, checkpoints reload, bad input stops early."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tilepipe.demo import plan_demo, render_slide
+from tilepipe.errors import InputError
+from tilepipe.model import build_model, load_checkpoint
+from tilepipe.ngff import write_slide_store
+from tilepipe.tile_index import build_tile_index
+from tilepipe import train as train_module
+from tilepipe.train import train_fold
+
+SETTINGS = {
+    "seed": 3,
+    "model": {"encoder": "resnet18", "encoder_weights": None, "center_channels": 16, "decoder_channels": 8,
+              "cbam": True, "hypercolumns": True, "deep_supervision": True, "clf_head": True},
+    "loss": {"bce": 1.0, "lovasz": 1.0, "deep": 0.1, "clf": 1.0},
+    "train": {"epochs": 3, "batch_size": 4, "lr": 3e-3, "weight_decay": 1e-5, "min_lr": 1e-4, "input_size": 64,
+              "read_level": "auto", "augmentations": [{"name": "HorizontalFlip", "p": 0.5}], "device": "cpu",
+              "amp": True, "cpu_bf16": False, "channels_last": False, "num_workers": 0, "deterministic": True,
+              "log_every": 100},
+    "sampling": {"min_img_std": None, "min_tissue_ratio": None},
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Four small demo slides (one per patient) with stores, tile index and 2 folds."""
+    root = tmp_path_factory.mktemp("train_data")
+    demo = {"train_patients": 4, "slides_per_patient": 1, "test_slides": 1, "external_slides": 0,
+            "height": 512, "width": 512, "glomerulus_diameter": [40, 90], "size_jitter": 0.0, "polygon_slides": 0}
+    slides = [s for s in plan_demo(demo, seed=5) if s.split == "train"]
+    stores, tiles = {}, []
+    for slide in slides:
+        rendered = render_slide(slide, seed=5)
+        path = root / f"{slide.id}.zarr"
+        write_slide_store(path, rendered.image.transpose(2, 0, 1), rendered.mask, chunk=128, min_level_size=128)
+        stores[slide.id] = str(path)
+        tiles.append(build_tile_index(path, slide.id, size=128, shift=64))
+    folds = pd.DataFrame({"slide": [s.id for s in slides], "patient": [str(s.patient) for s in slides],
+                          "fold": [0, 0, 1, 1]})
+    return pd.concat(tiles, ignore_index=True), folds, stores
+
+
+def run(dataset, out: Path, settings=SETTINGS, fold=0):
+    tiles, folds, stores = dataset
+    train_fold(tiles, folds, stores, fold, settings, out / "model.pt", out / "metrics.csv", out / "state" / "last.pt")
+    return pd.read_csv(out / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def straight(dataset, tmp_path_factory) -> Path:
+    """An uninterrupted run of SETTINGS; returns its folder."""
+    out = tmp_path_factory.mktemp("straight")
+    run(dataset, out)
+    return out
+
+
+def test_loss_falls_and_outputs_are_written(straight):
+    metrics = pd.read_csv(straight / "metrics.csv")
+    tmp_path = straight
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    assert metrics["lr"].iloc[0] > metrics["lr"].iloc[-1], "cosine schedule decays"
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["extra"]["val_dice"] == pytest.approx(metrics["val_dice"].max())
+
+
+def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypatch):
+    original = train_module.FoldTrainer.train_epoch
+
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, epoch)
+
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "model.pt").exists(), "no declared output after a kill"
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", original)
+    metrics = run(dataset, tmp_path / "resumed")
+    expected = pd.read_csv(straight / "metrics.csv")
+    pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
+    a = torch.load(straight / "state" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "state" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "final weights differ after resume"
+    assert (straight / "model.pt").read_bytes() == (tmp_path / "resumed" / "model.pt").read_bytes()
+
+
+def test_checkpoint_reloads_to_the_same_outputs(straight):
+    checkpoint = torch.load(straight / "model.pt", weights_only=True)
+    model = load_checkpoint(straight / "model.pt")
+    trained = build_model(SETTINGS["model"])
+    trained.load_state_dict(checkpoint["state_dict"])
+    trained.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], trained(x)["logits"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": {**SETTINGS["model"], "encoder": "resnet999"}}, "unknown encoder 'resnet999'"),
+        ({"train": {**SETTINGS["train"], "augmentations": [{"name": "Sharpenn"}]}}, "Sharpenn"),
+        ({"sampling": {"min_img_std": 1e9, "min_tissue_ratio": None}}, "no validation tiles"),
+    ],
+)
+def test_bad_settings_fail_before_training(dataset, tmp_path, change, message):
+    with pytest.raises(InputError, match=message):
+        run(dataset, tmp_path, {**SETTINGS, **change})
+    assert not (tmp_path / "state").exists() and not (tmp_path / "model.pt").exists()

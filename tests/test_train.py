@@ -9,7 +9,7 @@ import torch
 
 from tilepipe.demo import plan_demo, render_slide
 from tilepipe.errors import InputError
-from tilepipe.model import build_model, load_checkpoint
+from tilepipe.model import load_checkpoint
 from tilepipe.ngff import write_slide_store
 from tilepipe.tile_index import build_tile_index
 from tilepipe import train as train_module
@@ -94,15 +94,14 @@ def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypat
     assert (straight / "model.pt").read_bytes() == (tmp_path / "resumed" / "model.pt").read_bytes()
 
 
-def test_checkpoint_reloads_to_the_same_outputs(straight):
-    checkpoint = torch.load(straight / "model.pt", weights_only=True)
-    model = load_checkpoint(straight / "model.pt")
-    trained = build_model(SETTINGS["model"])
-    trained.load_state_dict(checkpoint["state_dict"])
-    trained.eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(model(x)["logits"], trained(x)["logits"])
+def test_checkpoint_reloads_to_the_best_epoch(dataset, straight):
+    tiles, folds, stores = dataset
+    inputs = train_module.fold_inputs(tiles, folds, 0, stores, SETTINGS["sampling"])
+    trainer = train_module.FoldTrainer(inputs, 0, SETTINGS, torch.device("cpu"))
+    trainer.model = load_checkpoint(straight / "model.pt")
+    assert not trainer.model.training
+    best = pd.read_csv(straight / "metrics.csv")["val_dice"].max()
+    assert trainer.validate(epoch=1)["val_dice"] == pytest.approx(best, abs=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,8 @@ class CentreGrid:
             centre_x = col * self.keep
             windows.append(
                 Window(
-                    y=centre_y - self.margin + 1,
-                    x=centre_x - self.margin + 1,
+                    y=centre_y - self.margin,
+                    x=centre_x - self.margin,
                     centre_y=centre_y,
                     centre_x=centre_x,
                     centre_height=centre_height,

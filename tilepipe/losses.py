@@ -56,7 +56,8 @@ class SegmentationLoss(nn.Module):
         weights = {} if weights is None else weights
         unknown = [key for key in weights if key not in DEFAULT_LOSS_WEIGHTS]
         if unknown:
-            raise InputError(None, f"loss weights: unknown key {unknown[0]!r}; known: {', '.join(DEFAULT_LOSS_WEIGHTS)}")
+            known = ", ".join(DEFAULT_LOSS_WEIGHTS)
+            raise InputError(None, f"loss weights: unknown key {unknown[0]!r}; known: {known}")
         for key, value in weights.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InputError(None, f"loss weights: {key} must be a number >= 0, got {value!r}")

@@ -10,7 +10,7 @@ from tilepipe.model.layers import conv1x1, conv3x3, init_weights
 
 
 def upsample_to_finest(decoded: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Return the decoder outputs (coarsest first) bilinearly upsampled (align_corners=True) to the last one's (h, w)."""
+    """Return the decoder outputs (coarsest first), bilinearly upsampled (align_corners) to the last one's (h, w)."""
     size = decoded[-1].shape[-2:]
     return [F.interpolate(y, size=size, mode="bilinear", align_corners=True) for y in decoded[:-1]] + [decoded[-1]]
 

@@ -1,0 +1,43 @@
+"""configs/hubmap_1st_place.yaml: the full recipe plans the expected DAG on a Kaggle-layout folder."""
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_snakemake
+
+RECIPE_PATIENTS = [63921, 68250, 65631, 67177]
+
+
+@pytest.fixture
+def kaggle_layout(tmp_path):
+    """A folder in the Kaggle layout (empty TIFFs: a dry run never opens them)."""
+    root = tmp_path / "kaggle"
+    patients = RECIPE_PATIENTS + [60000, 60001]
+    train = [f"tr{i}" for i in range(len(patients))]
+    for split, ids in (("train", train), ("test", ["te0", "te1"])):
+        (root / split).mkdir(parents=True)
+        for slide_id in ids:
+            (root / split / f"{slide_id}.tiff").write_bytes(b"")
+    (root / "train.csv").write_text("id,encoding\n" + "".join(f"{i},1 5\n" for i in train))
+    (root / "sample_submission.csv").write_text("id,predicted\nte1,\nte0,\n")
+    rows = [f"{i}.tiff,100,100,{p}" for i, p in zip(train, patients)] + ["te0.tiff,100,100,1", "te1.tiff,100,100,2"]
+    (root / "HuBMAP-20-dataset_information.csv").write_text(
+        "image_file,width_pixels,height_pixels,patient_number\n" + "\n".join(rows) + "\n"
+    )
+    return root
+
+
+def test_recipe_overlay_plans_four_gpu_folds(tmp_path, kaggle_layout):
+    recipe = yaml.safe_load((REPO / "configs/hubmap_1st_place.yaml").read_text())
+    assert recipe["folds"]["patients"] == [[p] for p in RECIPE_PATIENTS]
+    assert recipe["model"]["encoder"] == "se_resnext101_32x4d"
+    assert (recipe["tiles"]["size"], recipe["train"]["input_size"], recipe["train"]["batch_size"]) == (1024, 320, 16)
+    assert recipe["train"]["epochs"] == 20 and recipe["train"]["amp"] is True
+    overlay = tmp_path / "recipe.yaml"
+    overlay.write_text(yaml.safe_dump({**recipe, "data": {"root": str(kaggle_layout)}}))
+    result = run_snakemake(tmp_path, "train", "-n", "--configfile", str(REPO / "config.yaml"), str(overlay))
+    out = result.stdout + result.stderr
+    for fold in range(4):
+        assert f"results/models/stage1/fold{fold}/model.pt" in out
+    assert "fold4" not in out
+    assert "demo_" not in out, "real data never runs the demo generator"

@@ -15,12 +15,23 @@ include: "rules/ingest.smk"
 include: "rules/tiles.smk"
 include: "rules/folds.smk"
 include: "rules/train.smk"
+include: "rules/infer.smk"
+include: "rules/pseudo.smk"
+include: "rules/submission.smk"
 
 
-# The first rule is the default target; `submission` takes its place once it exists.
-rule all:
+# Target rules; `submission` is the default. (Rules of included files cannot
+# be the default target, so the targets live here.)
+rule submission:
     default_target: True
+    input:
+        "results/submission.csv",
+
+
+rule all:
     input:
         rules.slides.input,
         rules.tiles.input,
         "results/folds.csv",
+        rules.train.input,
+        "results/submission.csv",

@@ -114,3 +114,46 @@ def training_settings():
         "train": result_settings("train"),
         "sampling": section("sampling"),
     }
+
+
+STAGES = ["stage1", "stage2"] if config["pseudo"]["enabled"] else ["stage1"]
+FINAL_STAGE = STAGES[-1]
+PSEUDO_IDS = TEST_IDS + EXTERNAL_IDS
+
+
+def stage_models(stage):
+    return expand(
+        "results/models/{stage}/fold{fold}/model.pt", stage=stage, fold=fold_ids()
+    )
+
+
+def predictions(stage, ids):
+    return expand("results/predictions/{stage}/{slide}.zarr", stage=stage, slide=ids)
+
+
+def training_inputs(wildcards):
+    """Train slides' tiles and stores; stage 2 adds every pseudo-labelled slide."""
+    inputs = {
+        "folds": "results/folds.csv",
+        "tiles": tile_indices(TRAIN_IDS),
+        "stores": slide_stores(TRAIN_IDS),
+    }
+    if wildcards.stage == "stage2":
+        inputs["pseudo_tiles"] = expand(
+            "results/tiles/pseudo/{slide}.parquet", slide=PSEUDO_IDS
+        )
+        inputs["pseudo_stores"] = slide_stores(PSEUDO_IDS)
+        inputs["pseudo_labels"] = expand(
+            "results/pseudo/{slide}.zarr", slide=PSEUDO_IDS
+        )
+    return inputs
+
+
+def inference_settings():
+    """What a prediction depends on: inference settings but the submission threshold, and the model's scale."""
+    settings = {k: v for k, v in section("inference").items() if k != "threshold"}
+    settings["tile_size"] = config["tiles"]["size"]
+    settings["input_size"] = config["train"]["input_size"]
+    settings["read_level"] = config["train"]["read_level"]
+    settings["saturation_threshold"] = config["tiles"]["saturation_threshold"]
+    return dict(sorted(settings.items()))

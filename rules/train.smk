@@ -1,33 +1,34 @@
-"""Stage-1 training: one GPU job per fold."""
+"""Training: one GPU job per stage and fold (stage 2 adds the pseudo-labelled slides)."""
 
 
-rule train_stage1:
+rule train_model:
     input:
-        folds="results/folds.csv",
-        tiles=tile_indices(TRAIN_IDS),
-        stores=slide_stores(TRAIN_IDS),
+        unpack(training_inputs),
     output:
-        model="results/models/stage1/fold{fold}/model.pt",
-        metrics="results/models/stage1/fold{fold}/metrics.csv",
-    params:
-        settings=training_settings(),
-        state=lambda wildcards: f"results/state/stage1/fold{wildcards.fold}/last.pt",
-        code=code("tilepipe.train"),
+        model="results/models/{stage}/fold{fold}/model.pt",
+        metrics="results/models/{stage}/fold{fold}/metrics.csv",
     log:
-        "results/models/stage1/fold{fold}/train.log",
+        "results/models/{stage}/fold{fold}/train.log",
     benchmark:
-        "results/benchmarks/train_stage1/fold{fold}.tsv"
+        "results/benchmarks/train/{stage}/fold{fold}.tsv"
+    wildcard_constraints:
+        stage="stage1|stage2",
+        fold=r"\d+",
+    conda:
+        "../envs/tilepipe.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
-    conda:
-        "../envs/tilepipe.yaml"
+    params:
+        settings=training_settings(),
+        state=lambda wildcards: f"results/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",
+        code=code("tilepipe.train"),
     script:
         "../workflow_scripts/train.py"
 
 
 rule train:
     input:
-        expand("results/models/stage1/fold{fold}/model.pt", fold=fold_ids()),
+        stage_models(STAGES),

@@ -31,12 +31,16 @@ class SlideStore:
 
     Cheap to construct; zarr arrays are opened on first use, so a store can
     be created in the parent process and used in DataLoader workers.
+    ``labels_path`` takes the labels from another store with the same
+    ``labels/glomeruli`` layout instead (pseudo-labels, :mod:`tilepipe.pseudo`).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, labels_path: str | os.PathLike | None = None):
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise InputError(self.path, "slide store does not exist")
+        self.labels_path = None if labels_path is None else Path(labels_path)
+        for store in (self.path, self.labels_path):
+            if store is not None and not store.is_dir():
+                raise InputError(store, "slide store does not exist")
 
     @cached_property
     def group(self) -> zarr.Group:
@@ -72,10 +76,16 @@ class SlideStore:
     @cached_property
     def labels(self) -> zarr.Array | None:
         """The ``(y, x)`` uint8 glomerulus mask at level 0, or None if unlabeled."""
+        group = self.group if self.labels_path is None else zarr.open_group(self.labels_path, mode="r")
         try:
-            return self.group[LABEL_PATH]
+            labels = group[LABEL_PATH]
         except KeyError:
+            if self.labels_path is not None:
+                raise InputError(self.labels_path, f"no {LABEL_PATH} array") from None
             return None
+        if labels.shape != self.shape:
+            raise InputError(self.labels_path or self.path, f"labels shape {labels.shape} differs from the image's {self.shape}")
+        return labels
 
     @property
     def has_labels(self) -> bool:

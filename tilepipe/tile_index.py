@@ -61,6 +61,7 @@ def build_tile_index(
     shift: int | None,
     tissue_level: int | None = None,
     saturation_threshold: int = DEFAULT_SATURATION_THRESHOLD,
+    labels_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Return the tile index of one slide store, rows sorted by ``(grid, y, x)``.
 
@@ -77,11 +78,14 @@ def build_tile_index(
     pixels per tile, among the levels whose downsample divides ``size`` and
     ``shift``.
 
+    ``labels_path``: take the mask from this store's ``labels/glomeruli``
+    (pseudo-labels) instead of the slide store's own.
+
     Reads level 0, the labels and the tissue level once each, in bands of
     their chunk rows. Raises InputError for a missing or malformed store and
     for tile geometry that does not fit it.
     """
-    store = SlideStore(store_path)
+    store = SlideStore(store_path, labels_path=labels_path)
     shift = shift or 0
     if size <= 0 or not 0 <= shift < size:
         raise InputError(None, f"tiles need 0 <= shift < size, got size {size} and shift {shift}")

@@ -1,4 +1,4 @@
-"""Build the tile index of one slide store."""
+"""Build the tile index of one slide store (with its pseudo-labels when given: masked tiles only)."""
 
 import sys
 
@@ -7,11 +7,15 @@ sys.stderr = open(snakemake.log[0], "w")
 from tilepipe.tile_index import build_tile_index, write_tile_index
 
 tiles = snakemake.params.tiles
+pseudo = "labels" in snakemake.input.keys()
 index = build_tile_index(
     snakemake.input[0],
     snakemake.wildcards.slide,
     size=tiles["size"],
     shift=tiles["shift"],
     saturation_threshold=tiles["saturation_threshold"],
+    labels_path=snakemake.input.labels if pseudo else None,
 )
+if pseudo:
+    index = index[index["is_masked"]].reset_index(drop=True)
 write_tile_index(index, snakemake.output[0])

@@ -1,0 +1,40 @@
+"""Pseudo-labels: the stage-1 ensemble labels the test and external slides for stage 2."""
+
+
+rule pseudo_labels:
+    input:
+        store="results/slides/{slide}.zarr",
+        prediction="results/predictions/stage1/{slide}.zarr",
+    output:
+        directory("results/pseudo/{slide}.zarr"),
+    log:
+        "results/logs/pseudo_labels/{slide}.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        threshold=config["pseudo"]["threshold"],
+        code=code("tilepipe.pseudo"),
+    script:
+        "../workflow_scripts/pseudo_labels.py"
+
+
+rule pseudo_tile_index:
+    input:
+        store="results/slides/{slide}.zarr",
+        labels="results/pseudo/{slide}.zarr",
+    output:
+        "results/tiles/pseudo/{slide}.parquet",
+    log:
+        "results/logs/pseudo_tile_index/{slide}.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        tiles=section("tiles"),
+        code=code("tilepipe.tile_index"),
+    script:
+        "../workflow_scripts/tile_index.py"
+
+
+rule pseudo:
+    input:
+        expand("results/tiles/pseudo/{slide}.parquet", slide=PSEUDO_IDS),

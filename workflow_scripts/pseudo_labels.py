@@ -1,0 +1,12 @@
+"""Threshold the stage-1 ensemble's prediction of one slide into its pseudo-label store."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from tilepipe.pseudo import write_pseudo_labels
+
+pixels = write_pseudo_labels(
+    snakemake.input.store, snakemake.input.prediction, snakemake.output[0], snakemake.params.threshold
+)
+print(f"{snakemake.wildcards.slide}: {pixels} pseudo-labelled pixels", file=sys.stderr)

@@ -1,0 +1,16 @@
+"""Write results/submission.csv from the final stage's test predictions."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from pathlib import Path
+
+from tilepipe.submission import write_submission
+
+write_submission(
+    snakemake.input.sample,
+    {Path(p).stem: p for p in snakemake.input.predictions},
+    snakemake.params.threshold,
+    snakemake.output[0],
+)

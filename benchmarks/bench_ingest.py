@@ -23,6 +23,10 @@ area, near-white background) and are generated once under
 
     python benchmarks/bench_ingest.py [--size 12000] [--rss-size 24000] [--repeats 3]
     python benchmarks/bench_ingest.py --size 4000 --rss-size 6000 --repeats 1   # quick
+
+A quick run checks that everything works, not the targets: on small slides
+the fixed costs (~0.1 s of thread pools and metadata, 65 MiB of imports)
+dominate the ratios.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ class SyntheticSlide:
         field = rng.random((height // FIELD_STEP + 3, width // FIELD_STEP + 3)).astype(np.float32)
         self.field = cv2.GaussianBlur(field, (0, 0), 6)
         self.threshold = float(np.quantile(self.field, 1 - tissue))
-        self.orientations = [np.ascontiguousarray(np.rot90(t, k)) for t in (TEXTURE, TEXTURE[:, ::-1]) for k in range(4)]
+        self.orientations = [
+            np.ascontiguousarray(np.rot90(t, k)) for t in (TEXTURE, TEXTURE[:, ::-1]) for k in range(4)
+        ]
         self.cell_orientation = rng.integers(0, 8, (height // CELL + 1, width // CELL + 1))
 
     def band(self, y0: int, y1: int) -> np.ndarray:
@@ -117,7 +123,9 @@ def synthetic_tiff(size: int, layout: str) -> Path:
                 for x0 in range(0, size, 512):
                     yield band[:, x0 : x0 + 512]
 
-        tifffile.imwrite(tmp, tiles(), tile=(512, 512), compression=compression, maxworkers=os.cpu_count(), **rgb)
+        tifffile.imwrite(
+            tmp, tiles(), tile=(512, 512), compression=compression, maxworkers=os.cpu_count(), **rgb
+        )
     else:
         rows_per_strip = size if kind == "strip" else 16
         encode = (lambda b: b) if compression == "raw" else imagecodecs.lzw_encode
@@ -175,6 +183,7 @@ def cpu_seconds() -> float:
 def time_layouts(size: int, layouts: list[str], repeats: int) -> list[str]:
     """Benchmark 1; returns markdown rows."""
     out = fresh(DATA / "out" / "time.zarr")
+    rle_text = slide_rle(size)
     rows = []
     for layout in layouts:
         tiff = synthetic_tiff(size, layout)
@@ -185,22 +194,26 @@ def time_layouts(size: int, layouts: list[str], repeats: int) -> list[str]:
             {
                 "imread": (bare_imread, (tiff,)),
                 "ingest": (lambda t: ingest_slide(t, fresh(out), progress=False), (tiff,)),
+                "labelled": (lambda t: ingest_slide(t, fresh(out), rle=rle_text, progress=False), (tiff,)),
             },
             repeats,
         )
         cpu = cpu_seconds() - cpu
         ratio = best["ingest"] / best["imread"]
+        labelled = best["labelled"] / best["imread"]
         store_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
         print(
             f"time {layout} ({description}): imread {best['imread']:.2f} s, ingest {best['ingest']:.2f} s "
-            f"-> {ratio:.2f}x; file {tiff.stat().st_size / 1e6:.0f} MB, store {store_mb:.0f} MB; "
+            f"-> {ratio:.2f}x, with RLE labels {best['labelled']:.2f} s -> {labelled:.2f}x; "
+            f"file {tiff.stat().st_size / 1e6:.0f} MB, store {store_mb:.0f} MB; "
             f"{cpu:.1f} CPU-s for all {repeats} rounds",
             flush=True,
         )
         verdict = "met" if ratio <= 1.5 else f"missed by {(ratio / 1.5 - 1):.0%}"
         rows.append(
             f"| wall time, {layout} ({size}^2; {description.split(';')[0]}) | <= 1.5x imread "
-            f"| {best['ingest']:.2f} s vs {best['imread']:.2f} s | {ratio:.2f}x | {verdict} |"
+            f"| {best['ingest']:.2f} s ({best['labelled']:.2f} s with labels) vs {best['imread']:.2f} s "
+            f"| {ratio:.2f}x ({labelled:.2f}x) | {verdict} |"
         )
     fresh(out)
     return rows
@@ -344,12 +357,20 @@ def main() -> None:
         run_child(*sys.argv[2:6])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=12000, help="side of the timed slides in pixels (default 12000)")
-    parser.add_argument("--rss-size", type=int, default=24000, help="side of the peak-RSS slide (default 24000)")
+    parser.add_argument(
+        "--size", type=int, default=12000, help="side of the timed slides in pixels (default 12000)"
+    )
+    parser.add_argument(
+        "--rss-size", type=int, default=24000, help="side of the peak-RSS slide (default 24000)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="rounds per timed comparison (default 3)")
     parser.add_argument("--layouts", nargs="+", default=TIME_LAYOUTS, choices=TIME_LAYOUTS)
-    parser.add_argument("--tile-layouts", nargs="+", default=["tiled-jpeg", "strips-lzw"], choices=TIME_LAYOUTS)
-    parser.add_argument("--skip", nargs="+", default=[], choices=["time", "rss", "tiles"], help="comparisons to skip")
+    parser.add_argument(
+        "--tile-layouts", nargs="+", default=["tiled-jpeg", "strips-lzw"], choices=TIME_LAYOUTS
+    )
+    parser.add_argument(
+        "--skip", nargs="+", default=[], choices=["time", "rss", "tiles"], help="comparisons to skip"
+    )
     parser.add_argument("--codecs", action="store_true", help="only compare chunk codecs")
     args = parser.parse_args()
 

@@ -12,7 +12,7 @@ rule ingest:
         "results/benchmarks/ingest/{slide}.tsv"
     conda:
         "../envs/tilepipe.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,

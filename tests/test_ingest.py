@@ -12,7 +12,7 @@ import zarr
 
 from tilepipe import rle
 from tilepipe.errors import InputError
-from tilepipe.ingest import ingest_slide
+from tilepipe.ingest import _prefetched, ingest_slide
 from tilepipe.ngff import max_2x2, mean_2x2
 from tilepipe.polygons import Polygon, load_polygons, rasterize, write_polygons
 from tilepipe.store import SlideStore
@@ -136,7 +136,10 @@ def test_pyramid_levels_are_2x2_means_down_to_min_level_size(tmp_path):
 
     store = SlideStore(tmp_path / "slide.zarr")
     assert [store.level_shape(level) for level in range(len(store.levels))] == [
-        (301, 437), (151, 219), (76, 110), (38, 55)
+        (301, 437),
+        (151, 219),
+        (76, 110),
+        (38, 55),
     ]
     level = store.levels[0][:]
     for array in store.levels[1:]:
@@ -216,6 +219,28 @@ def test_store_is_read_by_ome_zarr_with_its_label(tmp_path):
     labels = [n for n in nodes if n.load(Label) is not None]
     assert [n.metadata["name"] for n in labels] == ["glomeruli"]
     assert labels[0].data[0].shape == (HEIGHT, WIDTH)
+
+
+def test_prefetch_passes_items_and_errors_and_closes_the_producer_on_early_stop():
+    closed = []
+
+    def numbers():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    items = _prefetched(numbers())
+    assert [next(items), next(items)] == [0, 1]
+    items.close()
+    assert closed == [True]
+
+    def failing():
+        yield "band"
+        raise InputError("x.tiff", "corrupt")
+
+    with pytest.raises(InputError, match="corrupt"):
+        list(_prefetched(failing()))
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):
@@ -302,7 +327,11 @@ def test_size_mismatch_with_dataset_information_names_both_sizes(tmp_path):
 def test_bad_rle_names_its_source_and_leaves_nothing(tmp_path):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
     assert_fails_cleanly(
-        tiff, tmp_path / "slide.zarr", r"train.csv \(id s\).*odd number", rle="1 2 3", label_source="train.csv (id s)"
+        tiff,
+        tmp_path / "slide.zarr",
+        r"train.csv \(id s\).*odd number",
+        rle="1 2 3",
+        label_source="train.csv (id s)",
     )
 
 
@@ -334,10 +363,15 @@ def test_metadata_is_ngff_0_5(tmp_path):
     multiscale = ome["multiscales"][0]
     assert multiscale["name"] == "s1"
     assert [(a["name"], a["type"]) for a in multiscale["axes"]] == [
-        ("c", "channel"), ("y", "space"), ("x", "space")
+        ("c", "channel"),
+        ("y", "space"),
+        ("x", "space"),
     ]
     assert [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]] == [
-        [1, 1, 1], [1, 2, 2], [1, 4, 4], [1, 8, 8]
+        [1, 1, 1],
+        [1, 2, 2],
+        [1, 4, 4],
+        [1, 8, 8],
     ]
     labels = json.loads((tmp_path / "s1.zarr" / "labels" / "zarr.json").read_text())
     assert labels["attributes"]["ome"]["labels"] == ["glomeruli"]

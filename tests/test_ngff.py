@@ -51,8 +51,11 @@ def test_write_slide_store_without_labels_has_no_labels_group(tmp_path):
 
 @pytest.mark.parametrize(
     ("image", "labels"),
-    [(np.zeros((40, 50, 3), np.uint8), None), (np.zeros((3, 40, 50), np.float32), None),
-     (np.zeros((3, 40, 50), np.uint8), np.zeros((40, 51), np.uint8))],
+    [
+        (np.zeros((40, 50, 3), np.uint8), None),
+        (np.zeros((3, 40, 50), np.float32), None),
+        (np.zeros((3, 40, 50), np.uint8), np.zeros((40, 51), np.uint8)),
+    ],
 )
 def test_write_slide_store_refuses_wrong_arrays(tmp_path, image, labels):
     with pytest.raises(ValueError):
@@ -61,7 +64,9 @@ def test_write_slide_store_refuses_wrong_arrays(tmp_path, image, labels):
 
 
 def test_write_labels_adds_a_mask_band_by_band(tmp_path):
-    write_slide_store(tmp_path / "a.zarr", random_image(150, 90), np.ones((150, 90), np.uint8), chunk=32, min_level_size=40)
+    write_slide_store(
+        tmp_path / "a.zarr", random_image(150, 90), np.ones((150, 90), np.uint8), chunk=32, min_level_size=40
+    )
     pseudo = np.zeros((150, 90), np.uint8)
     pseudo[100:140, 5:60] = 1
     calls = []

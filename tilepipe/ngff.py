@@ -33,10 +33,11 @@ from tilepipe.atomic import atomic_output
 from tilepipe.store import LABEL_NAME
 
 NGFF_VERSION = "0.5"
-# Blosc LZ4 with bit shuffle: on slide pixels it encodes ~3x faster than
-# zstd level 1 for ~7 % larger chunks, and decodes faster too
-# (benchmarks/bench_ingest.py --codecs). CODEC is what the arrays declare,
-# CHUNK_ENCODER the same settings as a numcodecs codec (what zarr runs).
+# Blosc LZ4 with bit shuffle: on slide pixels it encodes 3.3x and decodes
+# 1.6x faster than zstd level 1, for 7 % larger chunks (1.63x vs 1.75x
+# compression; benchmarks/bench_ingest.py --codecs). CODEC is what the
+# arrays declare, CHUNK_ENCODER the same settings as the numcodecs codec
+# zarr runs for it.
 CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)
 CHUNK_ENCODER = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
 RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
@@ -157,7 +158,12 @@ class PyramidWriter:
         block = rows[..., :ready, :]
         chunk_cols = array.chunks[-1]
         jobs = [
-            (array, (start + y) // chunk_rows, x // chunk_cols, block[..., y : y + chunk_rows, x : x + chunk_cols])
+            (
+                array,
+                (start + y) // chunk_rows,
+                x // chunk_cols,
+                block[..., y : y + chunk_rows, x : x + chunk_cols],
+            )
             for y in range(0, ready, chunk_rows)
             for x in range(0, array.shape[-1], chunk_cols)
         ]
@@ -322,11 +328,12 @@ def write_slide_store(
     chunk: int = 512,
     min_level_size: int = 1024,
 ) -> None:
-    """Write an in-memory ``(3, y, x)`` uint8 image (and ``(y, x)`` 0/1 mask) as a slide store.
+    """Write an in-memory ``(3, y, x)`` uint8 image (and ``(y, x)`` mask) as a slide store.
 
     Same format as :func:`tilepipe.ingest.ingest_slide` writes; meant for
-    small arrays (tests, demo data). ``labels_yx=None`` writes no labels
-    group (an unlabeled slide). The store appears at ``out_path`` atomically.
+    small arrays (tests, demo data). Any non-zero label is foreground (stored
+    as 1); ``labels_yx=None`` writes no labels group (an unlabeled slide).
+    The store appears at ``out_path`` atomically.
     """
     image_cyx = np.asarray(image_cyx)
     if image_cyx.ndim != 3 or image_cyx.shape[0] != 3 or image_cyx.dtype != np.uint8:
@@ -336,17 +343,17 @@ def write_slide_store(
         labels_yx = np.asarray(labels_yx)
         if labels_yx.shape != (height, width):
             raise ValueError(f"labels shape {labels_yx.shape} differs from image {(height, width)}")
-        labels_yx = (labels_yx != 0).astype(np.uint8)
     out_path = Path(out_path)
     with atomic_output(out_path) as tmp, ThreadPoolExecutor(os.cpu_count()) as pool:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         shapes = level_shapes(height, width, min_level_size)
-        writers = [(create_image(group, shapes, chunk=chunk, name=out_path.stem, pool=pool), image_cyx)]
+        image = create_image(group, shapes, chunk=chunk, name=out_path.stem, pool=pool)
+        for y0 in range(0, height, chunk):
+            image.write(image_cyx[:, y0 : y0 + chunk])
         if labels_yx is not None:
-            writers.append((create_labels(group, LABEL_NAME, shapes, chunk=chunk, pool=pool), labels_yx))
-        for writer, source in writers:
+            labels = create_labels(group, LABEL_NAME, shapes, chunk=chunk, pool=pool)
             for y0 in range(0, height, chunk):
-                writer.write(source[..., y0 : y0 + chunk, :])
+                labels.write((labels_yx[y0 : y0 + chunk] != 0).astype(np.uint8))
 
 
 def write_labels(

@@ -12,6 +12,10 @@ read a band depends on it:
   segment exactly once, in a thread pool (the codecs release the GIL), and
   the decoded rows are kept until the bands that need them are served.
 
+Memory holds a band and one row of segments, never the image; only a
+compressed file stored as a single strip (which cannot be decoded in
+parts) costs its whole decoded image.
+
 The image is the largest level of any series (so SubIFD pyramids and
 extra reduced pages are skipped). It must be 8-bit with three channels:
 one page of RGB samples (contiguous ``(y, x, 3)`` or planar ``(3, y, x)``)
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +51,11 @@ class ChannelSource:
 class SlideTiff:
     """An RGB slide TIFF opened for band reads; use as a context manager.
 
-    Raises :class:`InputError` naming the file if it is not a readable
-    TIFF, is not 3-channel uint8, or has tiles or strips past its end.
+    ``shape`` is the image's ``(height, width)`` in pixels; ``contiguous``
+    tells whether bands are read by offset (see the module docstring);
+    ``workers`` threads decode segments. Raises :class:`InputError` naming
+    the file if it is not a readable TIFF, is not 3-channel uint8, or has
+    tiles or strips past its end.
     """
 
     def __init__(self, path: str | os.PathLike, *, workers: int | None = None):
@@ -81,7 +88,10 @@ class SlideTiff:
 
     @property
     def layout(self) -> str:
-        """One line describing the storage layout, e.g. ``"tiled 512x512 jpeg, contig RGB"``."""
+        """One line describing the layout.
+
+        For example ``"tiled 512x512 jpeg, contig RGB, bigtiff; segment decoding"``.
+        """
         page = self.sources[0].page.keyframe
         compression = tifffile.COMPRESSION(page.compression).name.lower()
         if page.is_tiled:
@@ -97,7 +107,7 @@ class SlideTiff:
         reader = "contiguous reads" if self.contiguous else "segment decoding"
         return f"{segments} {compression}, {planes}, {'bigtiff' if self.tif.is_bigtiff else 'tiff'}; {reader}"
 
-    def bands(self, rows: int) -> Iterator[np.ndarray]:
+    def bands(self, rows: int) -> Generator[np.ndarray, None, None]:
         """Yield the image top to bottom as ``(3, rows, width)`` uint8 bands.
 
         The last band has the remaining ``height % rows`` rows (if any).
@@ -185,7 +195,11 @@ class SlideTiff:
             y0 = row * segment_height
             y1 = min(y0 + segment_height, height)
             out = np.empty((3, y1 - y0, width), dtype=np.uint8)
-            indices = [(plane * segment_rows + row) * columns + col for plane in range(planes) for col in range(columns)]
+            indices = [
+                (plane * segment_rows + row) * columns + col
+                for plane in range(planes)
+                for col in range(columns)
+            ]
             jobs = [
                 (source, data, index)
                 for source in self.sources
@@ -196,7 +210,10 @@ class SlideTiff:
             yield y0, out
 
     def _read_segments(self, page, indices: list[int]) -> list[tuple[bytes | None, int]]:
-        """Return ``(encoded bytes or None, index)`` of the page's segments ``indices``, read in file order."""
+        """Return ``(encoded bytes or None, index)`` of the page's segments ``indices``.
+
+        The segments are read in file order, in as few reads as the file allows.
+        """
         offsets = [page.dataoffsets[i] for i in indices]
         counts = [page.databytecounts[i] for i in indices]
         fh = self.tif.filehandle
@@ -206,7 +223,9 @@ class SlideTiff:
             for item in chunk
         ]
 
-    def _decode_into(self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int) -> None:
+    def _decode_into(
+        self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int
+    ) -> None:
         """Decode segment ``index`` of ``source`` into ``out``, the ``(3, n, width)`` rows from ``y0``."""
         page, key = source.page, source.page.keyframe
         kwargs = {}

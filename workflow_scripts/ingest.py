@@ -20,4 +20,5 @@ ingest_slide(
     expected_shape=dataset.expected_shape(slide_id),
     chunk=snakemake.params.ingest["chunk"],
     min_level_size=snakemake.params.ingest["min_level_size"],
+    workers=snakemake.threads,
 )

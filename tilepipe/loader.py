@@ -18,6 +18,7 @@ workers and the order in which they load samples.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -39,6 +40,9 @@ __all__ = [
     "TileDataset",
     "auto_level",
     "make_loader",
+    "normalise",
+    "resize_image",
+    "resize_mask",
     "seed_worker",
 ]
 
@@ -65,7 +69,8 @@ class TileDataset(Dataset):
     ``tiles`` needs the columns ``slide``, ``y``, ``x`` and ``size`` (level-0
     pixels); with a ``mask_area`` column, tiles where it is 0 are taken to
     have an empty mask and their labels are not read. ``stores`` maps each
-    slide id to its slide store path.
+    slide id to its slide store path; ``labels`` maps the slides whose mask
+    lives in a pseudo-label store (:mod:`tilepipe.pseudo`) to that store.
     ``level`` is a pyramid level to read images from, or ``"auto"`` for
     :func:`auto_level` of each tile. ``augment`` (an albumentations pipeline
     taking a (y, x, c) uint8 ``image`` and a (y, x) uint8 ``mask``) runs on
@@ -98,6 +103,7 @@ class TileDataset(Dataset):
         std: tuple[float, float, float] = IMAGENET_STD,
         seed: int = 0,
         epoch: int = 0,
+        labels: dict[str, str | os.PathLike] | None = None,
     ):
         missing = [c for c in TILE_COLUMNS if c not in tiles.columns]
         if missing:
@@ -116,6 +122,7 @@ class TileDataset(Dataset):
         else:
             self.mask_empty = np.zeros(len(tiles), dtype=bool)
         self.store_paths = {slide: os.fspath(stores[slide]) for slide in set(self.slides)}
+        self.label_paths = {slide: os.fspath(path) for slide, path in (labels or {}).items()}
         self.input_size = int(input_size)
         self.augment = augment
         self.level = level
@@ -141,7 +148,7 @@ class TileDataset(Dataset):
             self._stores, self._stores_pid = {}, os.getpid()
         store = self._stores.get(slide)
         if store is None:
-            store = self._stores[slide] = SlideStore(self.store_paths[slide])
+            store = self._stores[slide] = SlideStore(self.store_paths[slide], self.label_paths.get(slide))
         return store
 
     def image_level(self, store: SlideStore, tile_size: int) -> int:
@@ -194,19 +201,32 @@ def resize_image(image_cyx: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_mask(mask_yx: np.ndarray, size: int) -> np.ndarray:
-    """Return a (y, x) 0/1 mask resized to (size, size) uint8 0/1.
+    """Return a (y, x) 0/1 uint8 mask resized to (size, size) uint8 0/1.
 
-    A pixel is 1 when at least half of the area it covers is foreground
-    (``cv2.INTER_AREA`` of the mask scaled to 0/255, then >= 128, the
-    rounding of 127.5). The mask is changed in place.
+    A pixel is 1 when at least half of the area it covers is foreground:
+    ``cv2.INTER_AREA`` of the mask scaled to 0/255, then >= 128 (127.5
+    rounds to 128). When shrinking, only the rows and columns of whole
+    resampling periods (``n / gcd(n, size)`` input pixels map onto
+    ``size / gcd(n, size)`` output pixels) that hold foreground are
+    resized; the result is the same as resizing the whole mask.
     """
-    if not mask_yx.any():
+    rows = np.flatnonzero(mask_yx.any(axis=1))
+    if rows.size == 0:
         return np.zeros((size, size), dtype=np.uint8)
-    if mask_yx.shape == (size, size):
-        return mask_yx
-    np.multiply(mask_yx, 255, out=mask_yx)
-    resized = cv2.resize(mask_yx, (size, size), interpolation=cv2.INTER_AREA)
-    return (resized >= 128).view(np.uint8)
+    height, width = mask_yx.shape
+    if height < size or width < size:
+        resized = cv2.resize(mask_yx * np.uint8(255), (size, size), interpolation=cv2.INTER_AREA)
+        return (resized >= 128).view(np.uint8)
+    cols = np.flatnonzero(mask_yx.any(axis=0))
+    in_y, out_y = height // math.gcd(height, size), size // math.gcd(height, size)
+    in_x, out_x = width // math.gcd(width, size), size // math.gcd(width, size)
+    y0, y1 = rows[0] // in_y, rows[-1] // in_y + 1
+    x0, x1 = cols[0] // in_x, cols[-1] // in_x + 1
+    band = mask_yx[y0 * in_y : y1 * in_y, x0 * in_x : x1 * in_x] * np.uint8(255)
+    resized = cv2.resize(band, ((x1 - x0) * out_x, (y1 - y0) * out_y), interpolation=cv2.INTER_AREA)
+    out = np.zeros((size, size), dtype=np.uint8)
+    out[y0 * out_y : y1 * out_y, x0 * out_x : x1 * out_x] = resized >= 128
+    return out
 
 
 def normalise(image_yxc: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -223,13 +243,13 @@ def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed numpy's and Python's global generators from torch's.
 
     Torch seeds each worker from the loader's generator and the worker id;
-    this passes that seed on, and keeps OpenCV single-threaded in the worker
-    (the workers are the parallelism).
+    this passes that seed on. (It leaves OpenCV's threads alone:
+    ``cv2.setNumThreads`` in a forked worker can deadlock on the thread pool
+    copied from the parent.)
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-    cv2.setNumThreads(1)
 
 
 def make_loader(

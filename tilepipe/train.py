@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -40,11 +40,13 @@ METRIC_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "val_clf_
 
 @dataclass(frozen=True)
 class FoldInputs:
-    """What one fold trains on: tile rows (tile index columns) and slide stores by id."""
+    """What one fold trains on: tile rows (tile index columns), slide stores by id,
+    and pseudo-label stores by id for slides whose labels live elsewhere."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
     stores: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def select_device(name: str) -> torch.device:
@@ -57,19 +59,35 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def fold_inputs(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int, stores: dict[str, str], sampling: dict) -> FoldInputs:
+def fold_inputs(
+    tiles: pd.DataFrame,
+    folds: pd.DataFrame,
+    fold: int,
+    stores: dict[str, str],
+    sampling: dict,
+    pseudo_tiles: pd.DataFrame | None = None,
+    pseudo_labels: dict[str, str] | None = None,
+) -> FoldInputs:
     """Split the tile index into the fold's training and validation tiles.
 
-    Raises InputError when the fold has no validation tiles or no training
-    tiles of either class, before any training starts.
+    ``pseudo_tiles`` (tiles of pseudo-labelled slides, masked ones only, as
+    the recipe) join every fold's training tiles; ``pseudo_labels`` maps
+    their slides to pseudo-label stores. Raises InputError when the fold has
+    no validation tiles or no training tiles of either class, before any
+    training starts.
     """
     filters = {"min_tissue_ratio": sampling.get("min_tissue_ratio"), "min_img_std": sampling.get("min_img_std")}
     train = training_tiles(tiles, folds, fold, **filters)
     valid = validation_tiles(tiles, folds, fold, **filters)
+    if pseudo_tiles is not None and len(pseudo_tiles):
+        overlap = sorted(set(pseudo_tiles["slide"]) & set(folds["slide"]))
+        if overlap:
+            raise InputError(None, f"pseudo-labelled slide(s) {', '.join(overlap)} are train slides (a label leak)")
+        train = pd.concat([train, pseudo_tiles[pseudo_tiles["is_masked"]]], ignore_index=True)
     if valid.empty:
         raise InputError(None, f"fold {fold} has no validation tiles (check folds and sampling filters)")
     sample_epoch(train, epoch=0, seed=0, fold=fold)  # raises when a class is missing
-    return FoldInputs(train, valid, stores)
+    return FoldInputs(train, valid, stores, dict(pseudo_labels or {}))
 
 
 def augmentations(spec: str | list[dict]):
@@ -175,6 +193,7 @@ class FoldTrainer:
         dataset = TileDataset(
             tiles,
             self.inputs.stores,
+            labels=self.inputs.labels,
             input_size=cfg["input_size"],
             augment=augment,
             level=cfg["read_level"],
@@ -285,16 +304,19 @@ def train_fold(
     model_path: str | os.PathLike,
     metrics_path: str | os.PathLike,
     state_path: str | os.PathLike,
+    pseudo_tiles: pd.DataFrame | None = None,
+    pseudo_labels: dict[str, str] | None = None,
 ) -> None:
     """Train fold ``fold`` and write its best checkpoint and per-epoch metrics.
 
     ``settings`` holds the config sections the job uses (seed, model, loss,
     train, sampling). ``state_path`` is the resumable state, kept outside
-    the declared outputs.
+    the declared outputs. ``pseudo_tiles``/``pseudo_labels``: stage 2's
+    pseudo-labelled slides (see :func:`fold_inputs`).
     """
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"])
+    inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"], pseudo_tiles, pseudo_labels)
     device = select_device(settings["train"]["device"])
     log.info("fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid))
     trainer = FoldTrainer(inputs, fold, settings, device)

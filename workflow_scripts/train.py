@@ -19,13 +19,16 @@ torch.set_num_threads(snakemake.threads)
 settings = dict(snakemake.params.settings)
 runtime = {k: snakemake.config["train"][k] for k in ("num_workers", "log_every")}
 settings["train"] = {**settings["train"], **runtime}
+pseudo = "pseudo_tiles" in snakemake.input.keys()
 train_fold(
     tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.tiles], ignore_index=True),
     folds=read_folds(snakemake.input.folds),
-    stores={Path(p).stem: p for p in snakemake.input.stores},
+    stores={Path(p).stem: p for p in [*snakemake.input.stores, *snakemake.input.get("pseudo_stores", [])]},
     fold=int(snakemake.wildcards.fold),
     settings=settings,
     model_path=snakemake.output.model,
     metrics_path=snakemake.output.metrics,
     state_path=snakemake.params.state,
+    pseudo_tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.pseudo_tiles]) if pseudo else None,
+    pseudo_labels={Path(p).stem: p for p in snakemake.input.pseudo_labels} if pseudo else None,
 )

@@ -9,11 +9,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The smallest demo that still exercises every stage: 4 patients x 2 slides.
+# The smallest demo that still exercises every stage: 4 patients x 2 slides,
+# a tiny network trained for one epoch, one TTA flip pair.
 TINY = {
     "demo": {"height": 640, "width": 768, "glomerulus_diameter": [40, 110]},
     "ingest": {"chunk": 128, "min_level_size": 256},
     "tiles": {"size": 256, "shift": 128},
+    "model": {"encoder": "resnet18", "center_channels": 8, "decoder_channels": 8},
+    "train": {"epochs": 1, "batch_size": 8, "input_size": 64},
+    "inference": {"tta": ["none", "hflip"], "batch_size": 8},
 }
 
 

@@ -107,7 +107,7 @@ def test_mask_of_a_known_square(slide):
     assert item["clf"].item() == 1.0
 
 
-def test_mask_is_thresholded_at_half_area(slide, tmp_path):
+def test_mask_is_thresholded_at_half_area(tmp_path):
     # A 6-px stripe on 256 -> 64 (4 px per output pixel): 4 + 2 px -> rows 1 (full) and 2 (half).
     image, _ = structured_slide()
     mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
@@ -164,7 +164,7 @@ def test_mask_area_column_skips_only_empty_masks(slide, tiles):
 
 
 def collect(loader):
-    return [{k: v for k, v in batch.items()} for batch in loader]
+    return list(loader)
 
 
 def assert_same_batches(first, second):

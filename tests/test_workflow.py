@@ -53,3 +53,25 @@ def test_bad_config_is_rejected_before_any_job(tmp_path, overlay, message):
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_submission_follows_sample_submission(tiny_run):
+    sample = pd.read_csv(tiny_run / "results/demo/data/sample_submission.csv", dtype=str)
+    submission = pd.read_csv(tiny_run / "results/submission.csv", dtype=str, keep_default_na=False)
+    assert list(submission.columns) == ["id", "predicted"]
+    assert list(submission["id"]) == list(sample["id"]), "ids and order of sample_submission.csv"
+    for stage in ("stage1", "stage2"):
+        for fold in range(4):
+            metrics = pd.read_csv(tiny_run / f"results/models/{stage}/fold{fold}/metrics.csv")
+            assert list(metrics["epoch"]) == [1]
+    pseudo = sorted(p.stem for p in (tiny_run / "results/pseudo").glob("*.zarr"))
+    external = sorted(p.stem for p in (tiny_run / "results/demo/data/external").glob("*.tiff"))
+    assert pseudo == sorted([*sample["id"], *external]), "only test and external slides are pseudo-labelled"
+
+
+def test_threshold_change_reruns_only_the_submission(tiny_run):
+    result = run_snakemake(tiny_run, "-n", overlay={**TINY, "inference": {**TINY["inference"], "threshold": 0.4}})
+    out = result.stdout + result.stderr
+    assert "write_submission" in out
+    for rule in ("predict", "train_model", "ingest", "tile_index", "pseudo_labels"):
+        assert f"rule {rule}:" not in out

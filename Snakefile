@@ -9,6 +9,9 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
@@ -18,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/pseudo.smk"
 include: "rules/submission.smk"
+include: "rules/eval.smk"
 
 
 # Target rules; `submission` is the default. (Rules of included files cannot
@@ -35,3 +39,4 @@ rule all:
         "results/folds.csv",
         rules.train.input,
         "results/submission.csv",
+        rules.eval.input,

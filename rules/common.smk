@@ -157,3 +157,44 @@ def inference_settings():
     settings["read_level"] = config["train"]["read_level"]
     settings["saturation_threshold"] = config["tiles"]["saturation_threshold"]
     return dict(sorted(settings.items()))
+
+
+# ---------------------------------------------------------------- evaluation
+
+# Keys of the `eval` config section and their defaults (until the schema has them).
+EVAL_DEFAULTS = {"threshold": "fixed"}
+
+
+def eval_setting(key):
+    """An `eval` config value, or its default."""
+    return config.get("eval", {}).get(key, EVAL_DEFAULTS[key])
+
+
+def slide_patient(slide_id):
+    """The patient number of a train slide as a string (as folds.csv writes it)."""
+    if IS_DEMO:
+        return str(DEMO_SLIDES[slide_id].patient)
+    return DATASET.patient(slide_id)
+
+
+def held_out_ids():
+    """Train slides in a fold >= 0: those with an out-of-fold prediction (all of them with automatic folds)."""
+    patients = config["folds"]["patients"]
+    if not patients:
+        return TRAIN_IDS
+    listed = {str(p).strip() for fold in patients for p in fold}
+    return [s for s in TRAIN_IDS if slide_patient(s) in listed]
+
+
+OOF_IDS = held_out_ids()
+
+
+def overlay_inputs(wildcards):
+    """The slide store and prediction of an overlay, and the truth CSV for a demo test slide."""
+    inputs = {
+        "store": f"results/slides/{wildcards.slide}.zarr",
+        "prediction": f"results/predictions/{wildcards.stage}/{wildcards.slide}.zarr",
+    }
+    if IS_DEMO and wildcards.slide in TEST_IDS:
+        inputs["truth"] = "results/demo/truth.csv"
+    return inputs

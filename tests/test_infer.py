@@ -207,7 +207,8 @@ def test_windows_below_the_classification_threshold_skip_the_decoder(tmp_path):
 
 def test_the_gate_averages_the_classifier_over_models(tmp_path):
     store = slide_store(tmp_path, random_image(64, 64))
-    sure, unsure = PixelModel(lambda red: torch.full(red.shape[:1], 0.9)), PixelModel(lambda red: torch.zeros(red.shape[0]))
+    sure = PixelModel(lambda red: torch.full(red.shape[:1], 0.9))
+    unsure = PixelModel(lambda red: torch.zeros(red.shape[0]))
     common = dict(tile_size=64, keep=32, input_size=64, tta=["none"], min_tissue=None, device="cpu", progress=False)
     assert predict_slide(store, tmp_path / "a.zarr", [sure, unsure], clf_threshold=0.5, **common)["segmented"] == 0
     assert predict_slide(store, tmp_path / "b.zarr", [sure, unsure], clf_threshold=0.45, **common)["segmented"] == 4

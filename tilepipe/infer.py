@@ -57,7 +57,7 @@ from tilepipe.store import SlideStore
 from tilepipe.tile_index import DEFAULT_SATURATION_THRESHOLD
 from tilepipe.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 
-__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "read_probability", "write_probability"]
+__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "read_probability", "tissue_fractions", "write_probability"]
 
 # Flip name -> the tensor dims it reverses on (b, c, y, x); each flip is its own inverse.
 FLIPS = {"none": (), "hflip": (-1,), "vflip": (-2,), "hvflip": (-2, -1)}
@@ -334,7 +334,12 @@ class _Ensemble:
         return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised)]
 
     def _probability(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Return the mean probability (p, 1, S, S) float32 of the p windows that pass the gate (None if none does) and the (b,) bool gate."""
+        """Return ``(probability, passed)`` for a batch of b windows.
+
+        ``passed``: (b,) bool on the CPU, the classification gate.
+        ``probability``: (p, 1, S, S) float32, the mean over models and flips
+        for the p windows that passed, or None when none did.
+        """
         runs = [(model, dims) for model in self.models for dims in self.flips]
         if self.clf_threshold is None:
             passed = torch.ones(images.shape[0], dtype=torch.bool)

@@ -1,0 +1,219 @@
+"""Evaluation: out-of-fold Dice per slide, fold and stage, the threshold sweep, the demo's submission Dice, figures."""
+
+
+rule eval_histogram:
+    input:
+        prediction="results/predictions/{stage}/{slide}.zarr",
+        store="results/slides/{slide}.zarr",
+    output:
+        "results/eval/{stage}/histograms/{slide}.csv",
+    log:
+        "results/logs/eval_histogram/{stage}/{slide}.log",
+    wildcard_constraints:
+        stage="stage1|stage2",
+        slide=one_of(OOF_IDS),
+    conda:
+        "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        code=code("tilepipe.evaluate"),
+    script:
+        "../workflow_scripts/eval_histogram.py"
+
+
+rule eval_stage:
+    input:
+        folds="results/folds.csv",
+        histograms=expand(
+            "results/eval/{{stage}}/histograms/{slide}.csv", slide=OOF_IDS
+        ),
+    output:
+        dice=report(
+            "results/eval/dice_{stage}.csv",
+            caption="../report/dice_table.rst",
+            category="Out-of-fold Dice",
+            subcategory="{stage}",
+            labels={"stage": "{stage}", "content": "Dice per slide"},
+        ),
+        sweep=report(
+            "results/eval/threshold_sweep_{stage}.csv",
+            caption="../report/sweep_table.rst",
+            category="Out-of-fold Dice",
+            subcategory="{stage}",
+            labels={"stage": "{stage}", "content": "threshold sweep"},
+        ),
+    log:
+        "results/logs/eval_stage/{stage}.log",
+    wildcard_constraints:
+        stage="stage1|stage2",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        threshold=config["inference"]["threshold"],
+        mode=eval_setting("threshold"),
+        code=code("tilepipe.evaluate"),
+    script:
+        "../workflow_scripts/eval_stage.py"
+
+
+if IS_DEMO:
+
+    rule eval_submission:
+        input:
+            submission="results/submission.csv",
+            truth="results/demo/truth.csv",
+            stores=slide_stores(TEST_IDS),
+        output:
+            report(
+                "results/eval/submission_dice.csv",
+                caption="../report/submission_dice.rst",
+                category="Submission",
+                labels={"content": "Dice per test slide"},
+            ),
+        log:
+            "results/logs/eval_submission.log",
+        conda:
+            "../envs/tilepipe.yaml"
+        params:
+            code=code("tilepipe.evaluate"),
+        script:
+            "../workflow_scripts/eval_submission.py"
+
+
+rule eval_summary:
+    input:
+        dice=expand("results/eval/dice_{stage}.csv", stage=STAGES),
+        sweeps=expand("results/eval/threshold_sweep_{stage}.csv", stage=STAGES),
+        submission=["results/eval/submission_dice.csv"] if IS_DEMO else [],
+    output:
+        summary=report(
+            "results/eval/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"content": "Dice summary"},
+        ),
+        threshold="results/eval/threshold.txt",
+    log:
+        "results/logs/eval_summary.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        stages=STAGES,
+        final_stage=FINAL_STAGE,
+        submission_threshold=config["inference"]["threshold"],
+        code=code("tilepipe.evaluate"),
+    script:
+        "../workflow_scripts/eval_summary.py"
+
+
+rule plot_training:
+    input:
+        lambda wildcards: expand(
+            "results/models/{stage}/fold{fold}/metrics.csv",
+            stage=wildcards.stage,
+            fold=fold_ids(),
+        ),
+    output:
+        report(
+            "results/eval/training_{stage}.png",
+            caption="../report/training.rst",
+            category="Training",
+            labels={"stage": "{stage}", "figure": "loss and Dice per epoch"},
+        ),
+    log:
+        "results/logs/plot_training/{stage}.log",
+    wildcard_constraints:
+        stage="stage1|stage2",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        code=code("tilepipe.plots"),
+    script:
+        "../workflow_scripts/eval_plot_training.py"
+
+
+rule plot_slide_dice:
+    input:
+        "results/eval/dice_{stage}.csv",
+    output:
+        report(
+            "results/eval/dice_{stage}.png",
+            caption="../report/dice_plot.rst",
+            category="Out-of-fold Dice",
+            subcategory="{stage}",
+            labels={"stage": "{stage}", "content": "Dice per slide (figure)"},
+        ),
+    log:
+        "results/logs/plot_slide_dice/{stage}.log",
+    wildcard_constraints:
+        stage="stage1|stage2",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        code=code("tilepipe.plots"),
+    script:
+        "../workflow_scripts/eval_plot_dice.py"
+
+
+rule plot_threshold_sweep:
+    input:
+        dice=expand("results/eval/dice_{stage}.csv", stage=STAGES),
+        sweeps=expand("results/eval/threshold_sweep_{stage}.csv", stage=STAGES),
+    output:
+        report(
+            "results/eval/threshold_sweep.png",
+            caption="../report/sweep_plot.rst",
+            category="Summary",
+            labels={"content": "threshold sweep (figure)"},
+        ),
+    log:
+        "results/logs/plot_threshold_sweep.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    params:
+        stages=STAGES,
+        code=code("tilepipe.plots"),
+    script:
+        "../workflow_scripts/eval_plot_sweep.py"
+
+
+rule plot_overlay:
+    input:
+        unpack(overlay_inputs),
+    output:
+        report(
+            "results/eval/overlays/{stage}/{slide}.png",
+            caption="../report/overlay.rst",
+            category="Overlays",
+            subcategory="{stage}",
+            labels={"stage": "{stage}", "slide": "{slide}"},
+        ),
+    log:
+        "results/logs/plot_overlay/{stage}/{slide}.log",
+    wildcard_constraints:
+        stage="stage1|stage2",
+        slide=one_of(OOF_IDS + TEST_IDS),
+    conda:
+        "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        threshold=config["inference"]["threshold"],
+        code=code("tilepipe.plots"),
+    script:
+        "../workflow_scripts/eval_plot_overlay.py"
+
+
+rule eval:
+    input:
+        "results/eval/summary.csv",
+        "results/eval/threshold.txt",
+        "results/eval/threshold_sweep.png",
+        expand("results/eval/training_{stage}.png", stage=STAGES),
+        expand("results/eval/dice_{stage}.png", stage=STAGES),
+        expand(
+            "results/eval/overlays/{stage}/{slide}.png",
+            stage=STAGES,
+            slide=OOF_IDS + TEST_IDS,
+        ),

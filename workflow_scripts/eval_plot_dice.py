@@ -1,0 +1,12 @@
+"""Plot one stage's out-of-fold Dice per slide."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import pandas as pd
+
+from tilepipe.plots import plot_slide_dice
+
+table = pd.read_csv(snakemake.input[0], dtype={"slide": str})
+plot_slide_dice(table, snakemake.output[0], f"Out-of-fold Dice per slide, {snakemake.wildcards.stage}")

@@ -1,0 +1,26 @@
+"""Thumbnail of one slide with its predicted mask and its truth (labels, or the demo's held-back RLE) outlined."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from tilepipe.evaluate import read_truth_rows
+from tilepipe.infer import read_probability
+from tilepipe.plots import plot_overlay
+from tilepipe.store import SlideStore
+from tilepipe.submission import foreground_cutoff
+
+slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
+store = SlideStore(snakemake.input.store)
+truth = store.labels
+if "truth" in snakemake.input.keys():
+    truth = read_truth_rows(snakemake.input.truth, slide, store.shape)
+threshold = snakemake.params.threshold
+plot_overlay(
+    snakemake.input.store,
+    read_probability(snakemake.input.prediction),
+    foreground_cutoff(threshold),
+    snakemake.output[0],
+    f"{slide}, {stage}: prediction at {threshold:g}" + ("" if truth is None else " and truth"),
+    truth=truth,
+)

@@ -1,0 +1,14 @@
+"""Plot one stage's training curves: a panel per fold."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import re
+
+import pandas as pd
+
+from tilepipe.plots import plot_training_curves
+
+metrics = {int(re.search(r"/fold(\d+)/", p).group(1)): pd.read_csv(p) for p in snakemake.input}
+plot_training_curves(metrics, snakemake.output[0], f"Training, {snakemake.wildcards.stage}")

@@ -1,0 +1,26 @@
+"""Summarise the evaluation: Dice per stage and fold (and of the demo's submission); the final stage's threshold."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import pandas as pd
+
+from tilepipe.atomic import atomic_output
+from tilepipe.evaluate import summarize, write_csv
+
+stages = snakemake.params.stages
+tables = {stage: pd.read_csv(p, dtype={"slide": str}) for stage, p in zip(stages, snakemake.input.dice)}
+sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps)}
+submission = pd.read_csv(snakemake.input.submission[0], dtype={"id": str}) if snakemake.input.submission else None
+summary = summarize(
+    tables,
+    sweeps,
+    submission=submission,
+    submission_stage=snakemake.params.final_stage,
+    submission_threshold=snakemake.params.submission_threshold,
+)
+write_csv(summary, snakemake.output.summary)
+with atomic_output(snakemake.output.threshold) as tmp:
+    tmp.write_text(f"{float(tables[snakemake.params.final_stage]['threshold'].iloc[0])}\n")
+print(summary.to_string(index=False), file=sys.stderr)

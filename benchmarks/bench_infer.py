@@ -1,35 +1,38 @@
 """Whole-slide inference: tilepipe.infer.predict_slide against MONAI sliding_window_inference, side by side.
 
 One generated slide (``--size`` square, stained tissue on its left half,
-near-white glass on the right, a few glomeruli 150-400 px across) and one
-network (the demo's resnet18 U-Net from ``tilepipe.model.build_model``),
-run on the CPU in a single process each:
+near-white glass on the right, ``--glomeruli`` glomeruli 150-400 px across)
+and one network (the demo's resnet18 U-Net from
+``tilepipe.model.build_model``), run on the CPU, one process per run:
 
-- tilepipe: ``predict_slide``, the recipe's geometry (1024 px windows,
-  512 px kept centres), reading pyramid level 1 and resizing to
-  ``--input-size``, no flips (MONAI has no flip TTA), classification gate
-  0.5, background centres skipped; and the same without the gate;
+- tilepipe: ``predict_slide`` with the recipe's geometry (1024 px windows,
+  512 px kept centres), the pyramid level nearest ``--input-size`` (level 2
+  for 256), no flips (MONAI has no flip TTA), classification gate 0.5,
+  background centres skipped; and the same without the gate;
 - MONAI: ``sliding_window_inference`` over the whole level-0 slide as one
   float32 tensor, roi 1024, overlap 0.5 (constant blending), with a
-  predictor that scales each roi exactly as training does (area resize of
-  the 1024 roi to ``--input-size``, ImageNet mean/std), runs the same
-  encoder and decoder, and resizes the probability back bilinearly.
+  predictor that scales each roi as training does (area resize of the 1024
+  roi to ``--input-size``, ImageNet mean/std), runs the same encoder and
+  decoder, and resizes the probability back bilinearly.
 
-Each run is a child process that reports its wall time and its peak RSS
-(``VmHWM``), also above its RSS after imports and model load. Agreement is
-the share of tissue pixels on which the two binary masks at 0.5 agree.
+Both take ``--batch-size`` windows per batch. Each run is a child process
+that reports its wall and CPU time and its peak RSS (``VmHWM``), also above
+its RSS after imports and model load; runs go round-robin ``--repeats``
+times and the fastest wall time of each kind counts. Agreement is the share
+of tissue pixels on which the two binary masks at 0.5 agree.
 
 A network with random weights predicts something different for every
 window that sees a pixel (its output at a pixel depends on the whole
 window: CBAM's channel attention pools the window, and so does the
 classification head), so two stitchings of it disagree for reasons that
-have nothing to do with stitching. The network is therefore first trained
-briefly (``--train-steps`` Adam steps on the recipe's loss, 1024 px tiles
-of a separate generated slide through ``tilepipe.loader.TileDataset``) to
-segment the glomeruli; the trained checkpoint and the slides are cached
-under ``benchmarks/data/infer/`` (git-ignored).
+have nothing to do with stitching, and its classification head gates
+nothing or everything. The network is therefore first trained briefly on a
+separate, equally sparse generated slide (see :func:`trained_checkpoint`);
+the checkpoint and the slides are cached under ``benchmarks/data/infer/``
+(git-ignored). Training takes 10-20 minutes on 2 cores, once.
 
-    python benchmarks/bench_infer.py [--size 6000] [--input-size 256] [--train-steps 80] [--repeats 2]
+    python benchmarks/bench_infer.py [--size 6000] [--glomeruli 10] [--repeats 2]
+    python benchmarks/bench_infer.py --size 12000 --glomeruli 40   # memory grows with the slide for MONAI only
 """
 
 from __future__ import annotations
@@ -94,13 +97,13 @@ def generate_slide(height: int, width: int, tissue_width: int, glomeruli: int, s
     for _ in range(height * tissue_width // 1500):
         cv2.circle(view, (int(rng.integers(0, tissue_width)), int(rng.integers(0, height))), 3, NUCLEUS, -1)
     mask = np.zeros((height, width), dtype=np.uint8)
-    centres: list[tuple[int, int, int]] = []
-    while len(centres) < glomeruli:
+    discs: list[tuple[int, int, int]] = []
+    while len(discs) < glomeruli:
         radius = int(rng.integers(75, 200))
         y, x = int(rng.integers(radius, height - radius)), int(rng.integers(radius, tissue_width - radius))
-        if any((y - cy) ** 2 + (x - cx) ** 2 < (radius + r + 40) ** 2 for cy, cx, r in centres):
+        if any((y - cy) ** 2 + (x - cx) ** 2 < (radius + r + 40) ** 2 for cy, cx, r in discs):
             continue
-        centres.append((y, x, radius))
+        discs.append((y, x, radius))
         cv2.circle(view, (x, y), radius, CAPSULE, -1)
         cv2.circle(view, (x, y), radius - 5, BOWMAN, -1)
         cv2.circle(view, (x, y), int(radius * 0.85), TUFT, -1)
@@ -111,7 +114,7 @@ def generate_slide(height: int, width: int, tissue_width: int, glomeruli: int, s
         cv2.circle(mask, (x, y), radius, 1, -1)
     grain = rng.integers(-3, 4, (height, width, 1), dtype=np.int16)
     image = np.clip(image + grain, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image.transpose(2, 0, 1)), mask, tissue, centres
+    return np.ascontiguousarray(image.transpose(2, 0, 1)), mask, tissue, discs
 
 
 def slide_store(name: str, height: int, width: int, tissue_width: int, glomeruli: int, seed: int):
@@ -126,10 +129,10 @@ def slide_store(name: str, height: int, width: int, tissue_width: int, glomeruli
 # ------------------------------------------------------------------ the network
 
 
-def touches(disc: tuple[int, int, int], y: int, x: int) -> bool:
-    """Whether the disc ``(y, x, radius)`` reaches into the 1024 px tile at ``(y, x)``."""
+def touches(disc: tuple[int, int, int], tile_y: int, tile_x: int) -> bool:
+    """Whether the disc ``(y, x, radius)`` reaches into the 1024 px tile whose origin is ``(tile_y, tile_x)``."""
     cy, cx, radius = disc
-    dy, dx = cy - np.clip(cy, y, y + TILE - 1), cx - np.clip(cx, x, x + TILE - 1)
+    dy, dx = cy - np.clip(cy, tile_y, tile_y + TILE - 1), cx - np.clip(cx, tile_x, tile_x + TILE - 1)
     return dy * dy + dx * dx <= (radius + 1) ** 2
 
 

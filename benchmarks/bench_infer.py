@@ -339,7 +339,7 @@ def main() -> None:
             if kind not in best or run["seconds"] < best[kind]["seconds"]:
                 best[kind] = run
 
-    from tilepipe.infer import read_probability
+    from tilepipe.probability import read_probability
 
     monai_mask = np.load(outputs["monai"]) >= 128
     agreement = {}

@@ -70,7 +70,7 @@ def peak_bytes(fn, *args) -> int:
 
 def run_numbers(mask: np.ndarray) -> np.ndarray:
     """Return the interleaved 1-based ``start length`` numbers of ``mask``'s runs (int64)."""
-    starts, lengths = rle._runs_of(mask)
+    starts, lengths = rle.runs_of(mask)
     pairs = np.empty(starts.size * 2, dtype=np.int64)
     pairs[0::2] = starts + 1
     pairs[1::2] = lengths
@@ -118,7 +118,7 @@ def main() -> None:
     # Where encode's time goes (private helpers, timed on their own).
     ((runs_s, pairs),) = fastest((run_numbers, mask), repeats=args.repeats)
     (text_s, _), (join_s, _) = fastest(
-        (rle._join_decimal, pairs), (lambda p: " ".join(map(str, p.tolist())), pairs), repeats=args.repeats
+        (rle.join_decimal, pairs), (lambda p: " ".join(map(str, p.tolist())), pairs), repeats=args.repeats
     )
     print(
         f"encode breakdown: runs {runs_s * 1e3:.1f} ms, text {text_s * 1e3:.1f} ms "

@@ -27,9 +27,8 @@ from tilepipe.evaluate import (
     value_histogram,
     write_histogram,
 )
-from tilepipe.infer import read_probability, write_probability
+from tilepipe.probability import foreground_cutoff, read_probability, write_probability
 from tilepipe.ngff import write_slide_store
-from tilepipe.submission import foreground_cutoff
 
 
 def brute_force_counts(probability: np.ndarray, truth: np.ndarray, cutoff: int) -> tuple[int, int, int]:

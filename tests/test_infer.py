@@ -7,7 +7,8 @@ import zarr
 from torch import nn
 
 from tilepipe.errors import InputError
-from tilepipe.infer import predict_slide, read_probability
+from tilepipe.infer import predict_slide
+from tilepipe.probability import read_probability
 from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.model import build_model
 from tilepipe.ngff import write_slide_store

@@ -7,7 +7,7 @@ import pytest
 
 from tilepipe import rle
 from tilepipe.evaluate import RunsRows
-from tilepipe.infer import read_probability, write_probability
+from tilepipe.probability import read_probability, write_probability
 from tilepipe.ngff import write_slide_store
 from tilepipe.plots import (
     PREDICTION_RGB,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from tilepipe import rle
 from tilepipe.errors import InputError
-from tilepipe.infer import write_probability
-from tilepipe.submission import encode_prediction, foreground_cutoff, write_submission
+from tilepipe.probability import foreground_cutoff, write_probability
+from tilepipe.submission import encode_prediction, write_submission
 
 
 def probability_of(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -24,13 +24,6 @@ def probability_of(mask: np.ndarray, seed: int = 0) -> np.ndarray:
 def store_of(path: Path, mask: np.ndarray, chunk: int = 8, seed: int = 0) -> Path:
     write_probability(path, probability_of(mask, seed), chunk)
     return path
-
-
-def test_cutoff_is_the_threshold_in_stored_units_rounded_half_up():
-    assert foreground_cutoff(0.5) == 128  # round(p * 255) >= 128 exactly when p >= 0.5
-    assert (foreground_cutoff(0.0), foreground_cutoff(1.0), foreground_cutoff(0.4)) == (0, 255, 102)
-    with pytest.raises(InputError, match="threshold"):
-        foreground_cutoff(1.5)
 
 
 def edge_masks():

@@ -29,9 +29,8 @@ import pandas as pd
 from tilepipe import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.infer import PROBABILITY_SCALE, read_probability
+from tilepipe.probability import PROBABILITY_SCALE, foreground_cutoff, read_probability
 from tilepipe.store import SlideStore
-from tilepipe.submission import foreground_cutoff
 
 __all__ = [
     "SWEEP_CUTOFFS",

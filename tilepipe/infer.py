@@ -45,26 +45,22 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import zarr
 from torch import nn
 from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_image
-from tilepipe.ngff import CODEC, LABEL_AXES, NGFF_VERSION, multiscales
+from tilepipe.loader import normalisation, normalise, resize_image
+from tilepipe.probability import PROBABILITY_SCALE, create_probability_array
 from tilepipe.store import SlideStore
 from tilepipe.tile_index import DEFAULT_SATURATION_THRESHOLD
 from tilepipe.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 
-__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "read_probability", "tissue_fractions", "write_probability"]
+__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "tissue_fractions"]
 
 # Flip name -> the tensor dims it reverses on (b, c, y, x); each flip is its own inverse.
 FLIPS = {"none": (), "hflip": (-1,), "vflip": (-2,), "hvflip": (-2, -1)}
 RECIPE_TTA = ("none", "hflip", "vflip", "hvflip")
-PROBABILITY_SCALE = 255
-PROBABILITY_ARRAY = "0"
-ENCODING = f"uint8 round(p * {PROBABILITY_SCALE}), half to even"
 
 
 def predict_slide(
@@ -134,7 +130,7 @@ def predict_slide(
     with atomic_output(out_path) as tmp, tqdm(
         total=len(grid), desc=out_path.stem, unit="window", disable=not progress
     ) as bar:
-        output = _create_probability_array(tmp, out_path.stem, (height, width), grid.keep, settings)
+        output = create_probability_array(tmp, out_path.stem, (height, width), grid.keep, settings)
         for row in range(grid.rows):
             windows = grid.row(row)
             if tissue_level is not None:
@@ -156,55 +152,6 @@ def predict_slide(
             output[centre_y : centre_y + centre_height, :] = band
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
-
-
-def read_probability(path: str | os.PathLike) -> zarr.Array:
-    """Open the probability store at ``path`` read-only; return its ``(y, x)`` uint8 array (``round(p * 255)``)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(path, "probability store does not exist")
-    try:
-        array = zarr.open_group(path, mode="r")[PROBABILITY_ARRAY]
-    except Exception as err:  # noqa: BLE001 - zarr raises several types
-        raise InputError(path, f"not a probability store: no readable array {PROBABILITY_ARRAY!r} ({err})") from err
-    if not isinstance(array, zarr.Array) or array.ndim != 2 or array.dtype != np.uint8:
-        raise InputError(path, f"array {PROBABILITY_ARRAY!r} is not a (y, x) uint8 probability")
-    return array
-
-
-def write_probability(out_path: str | os.PathLike, probability_yx: np.ndarray, chunk: int) -> None:
-    """Write an in-memory ``(y, x)`` uint8 probability (``round(p * 255)``) as a probability store.
-
-    Same format as :func:`predict_slide` writes, with ``chunk`` x ``chunk``
-    chunks; meant for small arrays (tests, demo). Appears atomically.
-    """
-    probability_yx = np.asarray(probability_yx)
-    if probability_yx.ndim != 2 or probability_yx.dtype != np.uint8:
-        raise ValueError(f"probability must be (y, x) uint8, got {probability_yx.dtype} {probability_yx.shape}")
-    out_path = Path(out_path)
-    with atomic_output(out_path) as tmp:
-        _create_probability_array(tmp, out_path.stem, probability_yx.shape, chunk, {})[...] = probability_yx
-
-
-def _create_probability_array(path: Path, name: str, shape: tuple[int, int], chunk: int, attrs: dict) -> zarr.Array:
-    """Create the probability store ``name`` at ``path``: its group (NGFF metadata, ``attrs`` as
-    attrs["tilepipe"]) and its empty ``shape`` array; return the array."""
-    group = zarr.open_group(path, mode="w", zarr_format=3)
-    array = group.create_array(
-        PROBABILITY_ARRAY,
-        shape=shape,
-        chunks=(chunk, chunk),
-        dtype=np.uint8,
-        compressors=CODEC,
-        fill_value=0,
-        dimension_names=["y", "x"],
-        config={"write_empty_chunks": False},
-    )
-    levels = multiscales(name, LABEL_AXES, 1)
-    del levels[0]["type"]  # one level: no downsampling method to name
-    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": levels}
-    group.attrs["tilepipe"] = {"content": "probability", "encoding": ENCODING, **attrs}
-    return array
 
 
 def tissue_fractions(
@@ -239,9 +186,7 @@ class _WindowReader:
         self.down = 2**level
         self.side = grid.tile_size // self.down
         self.input_size = input_size
-        std = np.asarray(IMAGENET_STD, dtype=np.float32)
-        self.scale = (1 / (255 * std)).astype(np.float32)
-        self.offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / std).astype(np.float32)
+        self.scale, self.offset = normalisation()
         self.band: np.ndarray | None = None
         self.band_x = 0
 

@@ -40,6 +40,7 @@ __all__ = [
     "TileDataset",
     "auto_level",
     "make_loader",
+    "normalisation",
     "normalise",
     "resize_image",
     "resize_mask",
@@ -128,9 +129,7 @@ class TileDataset(Dataset):
         self.level = level
         self.seed = int(seed)
         self.epoch = int(epoch)
-        std_array = np.asarray(std, dtype=np.float32)
-        self.scale = (1 / (255 * std_array)).astype(np.float32)
-        self.offset = (-np.asarray(mean, dtype=np.float32) / std_array).astype(np.float32)
+        self.scale, self.offset = normalisation(mean, std)
         self._stores: dict[str, SlideStore] = {}
         self._stores_pid = os.getpid()
 
@@ -227,6 +226,16 @@ def resize_mask(mask_yx: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((size, size), dtype=np.uint8)
     out[y0 * out_y : y1 * out_y, x0 * out_x : x1 * out_x] = resized >= 128
     return out
+
+
+def normalisation(
+    mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(scale, offset)``, float32 per channel, that map uint8 pixels ``v`` to ``(v / 255 - mean) / std``."""
+    std_array = np.asarray(std, dtype=np.float32)
+    scale = (1 / (255 * std_array)).astype(np.float32)
+    offset = (-np.asarray(mean, dtype=np.float32) / std_array).astype(np.float32)
+    return scale, offset
 
 
 def normalise(image_yxc: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:

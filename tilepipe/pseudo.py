@@ -18,10 +18,9 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.infer import read_probability
+from tilepipe.probability import foreground_cutoff, read_probability
 from tilepipe.ngff import create_label_levels, list_label
 from tilepipe.store import LABEL_NAME, SlideStore
-from tilepipe.submission import foreground_cutoff
 
 
 def write_pseudo_labels(

@@ -18,7 +18,6 @@ is ever held.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,22 +28,11 @@ import pandas as pd
 from tilepipe import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.infer import PROBABILITY_SCALE, read_probability
+from tilepipe.probability import foreground_cutoff, read_probability
 
-__all__ = ["BLOCK_BYTES", "encode_prediction", "foreground_cutoff", "write_submission"]
+__all__ = ["BLOCK_BYTES", "encode_prediction", "write_submission"]
 
 BLOCK_BYTES = 64 << 20  # probability bytes per column block
-
-
-def foreground_cutoff(threshold: float) -> int:
-    """Return the smallest stored value (0..255) that counts as foreground at ``threshold`` (0..1).
-
-    ``floor(threshold * 255 + 0.5)``: 128 for 0.5, 0 for 0 (every pixel),
-    255 for 1. Raises InputError outside [0, 1].
-    """
-    if not 0 <= threshold <= 1:
-        raise InputError(None, f"inference.threshold must be in [0, 1], got {threshold}")
-    return math.floor(threshold * PROBABILITY_SCALE + 0.5)
 
 
 def encode_prediction(
@@ -63,7 +51,7 @@ def encode_prediction(
     starts, lengths = [], []
     run_end = -1  # exclusive column-major end of the last run so far
     for x0 in range(0, width, block):
-        block_starts, block_lengths = rle._runs_of(probability[:, x0 : x0 + block] >= cutoff)
+        block_starts, block_lengths = rle.runs_of(probability[:, x0 : x0 + block] >= cutoff)
         if block_starts.size == 0:
             continue
         block_starts += x0 * height
@@ -79,7 +67,7 @@ def encode_prediction(
     pairs = np.empty(sum(s.size for s in starts) * 2, dtype=np.int64)
     pairs[0::2] = np.concatenate(starts) + 1
     pairs[1::2] = np.concatenate(lengths)
-    return rle._join_decimal(pairs)
+    return rle.join_decimal(pairs)
 
 
 def write_submission(

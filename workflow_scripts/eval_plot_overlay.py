@@ -5,10 +5,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from tilepipe.evaluate import read_truth_rows
-from tilepipe.infer import read_probability
+from tilepipe.probability import foreground_cutoff, read_probability
 from tilepipe.plots import plot_overlay
 from tilepipe.store import SlideStore
-from tilepipe.submission import foreground_cutoff
 
 slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
 store = SlideStore(snakemake.input.store)

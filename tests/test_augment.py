@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tilepipe.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed
+from tilepipe.augment import PRESETS, RECIPE_AUGMENTATIONS, build_augmentations, reseed
 from tilepipe.errors import InputError
 
 
@@ -27,6 +27,17 @@ def test_recipe_builds_without_warnings_and_survives_yaml():
     assert [type(t).__name__ for t in augment.transforms] == [e["name"] for e in RECIPE_AUGMENTATIONS]
     assert augment.transforms[0].p == 1.0
     assert all(t.p == 0.5 for t in augment.transforms[1:])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_without_warnings_and_keeps_a_binary_mask(name, image_and_mask):
+    image, mask = image_and_mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        augment = build_augmentations(yaml.safe_load(yaml.safe_dump(PRESETS[name])), seed=3)
+    out = augment(image=image, mask=mask)
+    assert out["image"].shape == image.shape and out["image"].dtype == np.uint8
+    assert set(np.unique(out["mask"])) <= {0, 1}
 
 
 def test_recipe_keeps_shape_dtype_and_binary_mask(image_and_mask):

@@ -109,6 +109,7 @@ def test_checkpoint_reloads_to_the_best_epoch(dataset, straight):
     [
         ({"model": {**SETTINGS["model"], "encoder": "resnet999"}}, "unknown encoder 'resnet999'"),
         ({"train": {**SETTINGS["train"], "augmentations": [{"name": "Sharpenn"}]}}, "Sharpenn"),
+        ({"train": {**SETTINGS["train"], "augmentations": "heavy"}}, "expected recipe, light, none or a list"),
         ({"sampling": {"min_img_std": 1e9, "min_tissue_ratio": None}}, "no validation tiles"),
     ],
 )

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from tilepipe.atomic import atomic_output
-from tilepipe.augment import RECIPE_AUGMENTATIONS, build_augmentations
+from tilepipe.augment import PRESETS, build_augmentations
 from tilepipe.errors import InputError
 from tilepipe.loader import TileDataset, make_loader
 from tilepipe.losses import SegmentationLoss
@@ -91,13 +91,15 @@ def fold_inputs(
 
 
 def augmentations(spec: str | list[dict]):
-    """The ``train.augmentations`` setting -> a pipeline: "recipe", "none" or a list of transforms."""
-    if spec == "recipe":
-        return build_augmentations(RECIPE_AUGMENTATIONS)
+    """The ``train.augmentations`` setting -> a pipeline: a preset name (recipe, light), "none" or a list of transforms."""
     if spec == "none":
         return None
     if isinstance(spec, str):
-        raise InputError(None, f"train.augmentations: expected recipe, none or a list, got {spec!r}")
+        if spec not in PRESETS:
+            raise InputError(
+                None, f"train.augmentations: expected {', '.join(PRESETS)}, none or a list, got {spec!r}"
+            )
+        return build_augmentations(PRESETS[spec])
     return build_augmentations(spec)
 
 

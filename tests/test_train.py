@@ -1,5 +1,6 @@
 """Training one fold: loss falls, resume is bit-identical, checkpoints reload, bad input stops early."""
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +48,37 @@ def dataset(tmp_path_factory):
     return pd.concat(tiles, ignore_index=True), folds, stores
 
 
-def run(dataset, out: Path, settings=SETTINGS, fold=0):
+def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None):
     tiles, folds, stores = dataset
-    train_fold(tiles, folds, stores, fold, settings, out / "model.pt", out / "metrics.csv", out / "state" / "last.pt")
+    train_fold(tiles, folds, stores, fold, settings, out / "model.pt", out / "metrics.csv", out / "state" / "last.pt",
+               init_path=init_path)
     return pd.read_csv(out / "metrics.csv")
+
+
+@contextlib.contextmanager
+def final_weights_of_fit():
+    """Yields a list that collects the weights every FoldTrainer.fit ends with (its state file is deleted)."""
+    collected = []
+    original = train_module.FoldTrainer.fit
+
+    def fit_and_collect(self, *args):
+        original(self, *args)
+        collected.append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+    train_module.FoldTrainer.fit = fit_and_collect
+    try:
+        yield collected
+    finally:
+        train_module.FoldTrainer.fit = original
 
 
 @pytest.fixture(scope="module")
 def straight(dataset, tmp_path_factory) -> Path:
-    """An uninterrupted run of SETTINGS; returns its folder."""
+    """An uninterrupted run of SETTINGS; returns its folder (its final weights in final.pt)."""
     out = tmp_path_factory.mktemp("straight")
-    run(dataset, out)
+    with final_weights_of_fit() as collected:
+        run(dataset, out)
+    torch.save(collected[0], out / "final.pt")
     return out
 
 
@@ -69,6 +90,11 @@ def test_loss_falls_and_outputs_are_written(straight):
     assert metrics["lr"].iloc[0] > metrics["lr"].iloc[-1], "cosine schedule decays"
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["extra"]["val_dice"] == pytest.approx(metrics["val_dice"].max())
+
+
+def test_finished_run_leaves_no_resumable_state(straight):
+    assert (straight / "model.pt").is_file()
+    assert not list((straight / "state").iterdir()), "a finished job must not resume on its next run"
 
 
 def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypatch):
@@ -84,11 +110,12 @@ def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypat
         run(dataset, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "model.pt").exists(), "no declared output after a kill"
     monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", original)
-    metrics = run(dataset, tmp_path / "resumed")
+    with final_weights_of_fit() as final_weights:
+        metrics = run(dataset, tmp_path / "resumed")
     expected = pd.read_csv(straight / "metrics.csv")
     pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
-    a = torch.load(straight / "state" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed" / "state" / "last.pt", weights_only=True)["model"]
+    a = torch.load(straight / "final.pt", weights_only=True)
+    b = final_weights[-1]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "final weights differ after resume"
     assert (straight / "model.pt").read_bytes() == (tmp_path / "resumed" / "model.pt").read_bytes()
@@ -117,3 +144,40 @@ def test_bad_settings_fail_before_training(dataset, tmp_path, change, message):
     with pytest.raises(InputError, match=message):
         run(dataset, tmp_path, {**SETTINGS, **change})
     assert not (tmp_path / "state").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_state_of_other_training_data_is_not_resumed(dataset, tmp_path, monkeypatch):
+    tiles, folds, stores = dataset
+    original = train_module.FoldTrainer.train_epoch
+
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, epoch)
+
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path)
+    state = tmp_path / "state" / "last.pt"
+
+    def trainer_of(tile_rows):
+        inputs = train_module.fold_inputs(tile_rows, folds, 0, stores, SETTINGS["sampling"])
+        return train_module.FoldTrainer(inputs, 0, SETTINGS, torch.device("cpu"))
+
+    assert trainer_of(tiles).load_state(state), "same settings and data: resumes"
+    fewer = tiles.drop(index=tiles.index[tiles["is_masked"]][:1]).reset_index(drop=True)
+    assert not trainer_of(fewer).load_state(state), "one tile fewer: starts afresh"
+
+
+def test_stage2_starts_from_the_given_checkpoint(dataset, straight, tmp_path):
+    tiles, folds, stores = dataset
+    inputs = train_module.fold_inputs(tiles, folds, 0, stores, SETTINGS["sampling"])
+    started = train_module.FoldTrainer(inputs, 0, SETTINGS, torch.device("cpu"), init_path=straight / "model.pt")
+    best = load_checkpoint(straight / "model.pt").state_dict()
+    assert all(torch.equal(started.model.state_dict()[k], best[k]) for k in best)
+    assert started.validate(epoch=1)["val_dice"] == pytest.approx(pd.read_csv(straight / "metrics.csv")["val_dice"].max())
+    other = {**SETTINGS, "model": {**SETTINGS["model"], "decoder_channels": 16}}
+    with pytest.raises(InputError, match="decoder_channels") as err:
+        run(dataset, tmp_path, other, init_path=straight / "model.pt")
+    assert str(straight / "model.pt") in str(err.value)
+    assert not (tmp_path / "model.pt").exists()

@@ -5,7 +5,13 @@ generator from ``(seed, fold, epoch)``, so an epoch's result depends only
 on the weights it starts from. A resumable state (model, optimizer,
 scheduler, scaler, RNG states, epoch, metrics) is written after every
 epoch outside the declared outputs; a rerun after a kill resumes from it,
-and on the CPU ends with byte-identical weights.
+and on the CPU ends with byte-identical weights. The state belongs to its
+settings and training data (a digest of both); it is deleted once the
+declared outputs are written, so a rerun of a finished job (new code, new
+inputs) trains again.
+
+Stage 2 may start from a checkpoint (``init_path``: the fold's stage-1
+model) instead of fresh weights.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from tilepipe.augment import PRESETS, build_augmentations
 from tilepipe.errors import InputError
 from tilepipe.loader import TileDataset, make_loader
 from tilepipe.losses import SegmentationLoss
-from tilepipe.model import build_model, save_checkpoint
+from tilepipe.model import build_model, read_checkpoint, save_checkpoint
+from tilepipe.model.build import resolve_settings
+from tilepipe.model.state_dicts import load_state_dict_checked
 from tilepipe.sampler import sample_epoch, training_tiles, validation_tiles
 from tilepipe.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
@@ -108,6 +116,32 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def inputs_digest(inputs: FoldInputs, init_path: str | os.PathLike | None = None) -> str:
+    """Hash of what a fold trains on: its tile rows, its stores and label stores by id, the init checkpoint's bytes."""
+    digest = hashlib.sha256()
+    for table in (inputs.train, inputs.valid):
+        digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    digest.update(json.dumps([sorted(inputs.stores.items()), sorted(inputs.labels.items())]).encode())
+    if init_path is not None:
+        digest.update(Path(init_path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def initialise_from(model: torch.nn.Module, path: str | os.PathLike, model_settings: dict) -> None:
+    """Load the weights of the checkpoint at ``path`` into ``model`` (built from ``model_settings``).
+
+    Raises InputError naming ``path`` when the checkpoint was built with
+    other model settings (encoder weights aside: they are overwritten).
+    """
+    checkpoint = read_checkpoint(path)
+    stored = {k: v for k, v in checkpoint["settings"].items() if k != "encoder_weights"}
+    wanted = {k: v for k, v in resolve_settings(model_settings).items() if k != "encoder_weights"}
+    if stored != wanted:
+        changed = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+        raise InputError(path, f"initial checkpoint has other model settings ({', '.join(changed)}) than model")
+    load_state_dict_checked(model, checkpoint["state_dict"], path, "the configured model")
+
+
 def _autocast(device: torch.device, train: dict):
     if device.type == "cuda" and train["amp"]:
         return torch.autocast("cuda", dtype=torch.float16)
@@ -127,7 +161,14 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[
 class FoldTrainer:
     """Trains one fold from ``settings`` (sections seed, model, loss, train, sampling, tiles)."""
 
-    def __init__(self, inputs: FoldInputs, fold: int, settings: dict, device: torch.device):
+    def __init__(
+        self,
+        inputs: FoldInputs,
+        fold: int,
+        settings: dict,
+        device: torch.device,
+        init_path: str | os.PathLike | None = None,
+    ):
         self.inputs = inputs
         self.fold = fold
         self.settings = settings
@@ -136,7 +177,13 @@ class FoldTrainer:
         self.device = device
         self.augment = augmentations(self.train_cfg["augmentations"])
         seed_everything(derive_seed(self.seed, fold))
-        self.model = build_model(settings["model"]).to(device)
+        if init_path is None:
+            self.model = build_model(settings["model"])
+        else:
+            self.model = build_model({**settings["model"], "encoder_weights": None})
+            initialise_from(self.model, init_path, settings["model"])
+        self.model = self.model.to(device)
+        self.digest = settings_digest({"settings": settings, "inputs": inputs_digest(inputs, init_path)})
         if self.train_cfg["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegmentationLoss(settings["loss"])
@@ -154,7 +201,7 @@ class FoldTrainer:
     # -- resumable state ---------------------------------------------------
     def state(self) -> dict:
         return {
-            "digest": settings_digest(self.settings),
+            "digest": self.digest,
             "fold": self.fold,
             "epoch": self.epoch,
             "best_dice": self.best_dice,
@@ -175,8 +222,8 @@ class FoldTrainer:
         if not path.is_file():
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("digest") != settings_digest(self.settings) or state.get("fold") != self.fold:
-            log.info("ignoring resumable state %s: it was made with other settings", path)
+        if state.get("digest") != self.digest or state.get("fold") != self.fold:
+            log.info("ignoring resumable state %s: it was made with other settings or data", path)
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -289,6 +336,8 @@ class FoldTrainer:
             pd.DataFrame(self.metrics, columns=METRIC_COLUMNS).to_csv(tmp, index=False)
         with atomic_output(model_path) as tmp:
             shutil.copyfile(best_path, tmp)
+        state_path.unlink()
+        best_path.unlink()
 
 
 def _float(value):
@@ -308,18 +357,21 @@ def train_fold(
     state_path: str | os.PathLike,
     pseudo_tiles: pd.DataFrame | None = None,
     pseudo_labels: dict[str, str] | None = None,
+    init_path: str | os.PathLike | None = None,
 ) -> None:
     """Train fold ``fold`` and write its best checkpoint and per-epoch metrics.
 
     ``settings`` holds the config sections the job uses (seed, model, loss,
     train, sampling). ``state_path`` is the resumable state, kept outside
     the declared outputs. ``pseudo_tiles``/``pseudo_labels``: stage 2's
-    pseudo-labelled slides (see :func:`fold_inputs`).
+    pseudo-labelled slides (see :func:`fold_inputs`). ``init_path``: a
+    checkpoint of the same model settings to start from instead of fresh
+    weights (stage 2 with ``pseudo.init: stage1``).
     """
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"], pseudo_tiles, pseudo_labels)
     device = select_device(settings["train"]["device"])
     log.info("fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid))
-    trainer = FoldTrainer(inputs, fold, settings, device)
+    trainer = FoldTrainer(inputs, fold, settings, device, init_path)
     trainer.fit(Path(model_path), Path(metrics_path), Path(state_path))

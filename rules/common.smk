@@ -4,7 +4,7 @@ from pathlib import Path
 
 from tilepipe.dataset import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
 from tilepipe.demo import plan_demo
-from tilepipe.provenance import code_hash
+from tilepipe.provenance import provenance_path, script_code_hash
 
 IS_DEMO = config["data"]["root"] is None
 
@@ -51,9 +51,17 @@ def section(name):
     return dict(sorted(config[name].items()))
 
 
-def code(*modules):
-    """Hash of the tilepipe code a job runs: a param, so edits rerun it and touches do not."""
-    return code_hash(list(modules))
+SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
+
+
+def code(script):
+    """Hash of the tilepipe code workflow_scripts/``script`` imports: a param, so edits rerun it and touches do not."""
+    return script_code_hash(SCRIPTS / script)
+
+
+def provenance(artifact):
+    """The provenance file a job writes beside its first output ``artifact`` (a declared output)."""
+    return str(provenance_path(artifact))
 
 
 def data_file(name):

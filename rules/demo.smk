@@ -4,9 +4,10 @@ if IS_DEMO:
 
     rule demo_train_slide:
         output:
+            truth="results/demo/truth/{slide}.rle",
             tiff="results/demo/data/train/{slide}.tiff",
             polygons="results/demo/data/train/{slide}.json",
-            truth="results/demo/truth/{slide}.rle",
+            provenance=provenance("results/demo/truth/{slide}.rle"),
         log:
             "results/logs/demo_slide/{slide}.log",
         wildcard_constraints:
@@ -16,21 +17,23 @@ if IS_DEMO:
         params:
             demo=section("demo"),
             seed=config["seed"],
-            code=code("tilepipe.demo"),
+            code=code("demo_slide.py"),
         script:
             "../workflow_scripts/demo_slide.py"
 
     use rule demo_train_slide as demo_test_slide with:
         output:
-            tiff="results/demo/data/test/{slide}.tiff",
             truth="results/demo/truth/{slide}.rle",
+            tiff="results/demo/data/test/{slide}.tiff",
+            provenance=provenance("results/demo/truth/{slide}.rle"),
         wildcard_constraints:
             slide=one_of(TEST_IDS),
 
     use rule demo_train_slide as demo_external_slide with:
         output:
-            tiff="results/demo/data/external/{slide}.tiff",
             truth="results/demo/truth/{slide}.rle",
+            tiff="results/demo/data/external/{slide}.tiff",
+            provenance=provenance("results/demo/truth/{slide}.rle"),
         wildcard_constraints:
             slide=one_of(EXTERNAL_IDS),
 
@@ -38,10 +41,11 @@ if IS_DEMO:
         input:
             truth=expand("results/demo/truth/{slide}.rle", slide=ALL_IDS),
         output:
+            truth="results/demo/truth.csv",
             info=data_file(INFO_CSV),
             train=data_file(TRAIN_CSV),
             submission=data_file(SUBMISSION_CSV),
-            truth="results/demo/truth.csv",
+            provenance=provenance("results/demo/truth.csv"),
         log:
             "results/logs/demo_tables.log",
         conda:
@@ -49,6 +53,6 @@ if IS_DEMO:
         params:
             demo=section("demo"),
             seed=config["seed"],
-            code=code("tilepipe.demo"),
+            code=code("demo_tables.py"),
         script:
             "../workflow_scripts/demo_tables.py"

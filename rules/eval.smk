@@ -7,6 +7,7 @@ rule eval_histogram:
         store="results/slides/{slide}.zarr",
     output:
         "results/eval/{stage}/histograms/{slide}.csv",
+        provenance=provenance("results/eval/{stage}/histograms/{slide}.csv"),
     log:
         "results/logs/eval_histogram/{stage}/{slide}.log",
     wildcard_constraints:
@@ -17,7 +18,7 @@ rule eval_histogram:
     resources:
         mem_mb=2000,
     params:
-        code=code("tilepipe.evaluate"),
+        code=code("eval_histogram.py"),
     script:
         "../workflow_scripts/eval_histogram.py"
 
@@ -43,6 +44,7 @@ rule eval_stage:
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "threshold sweep"},
         ),
+        provenance=provenance("results/eval/dice_{stage}.csv"),
     log:
         "results/logs/eval_stage/{stage}.log",
     wildcard_constraints:
@@ -52,7 +54,7 @@ rule eval_stage:
     params:
         threshold=config["inference"]["threshold"],
         mode=eval_setting("threshold"),
-        code=code("tilepipe.evaluate"),
+        code=code("eval_stage.py"),
     script:
         "../workflow_scripts/eval_stage.py"
 
@@ -71,12 +73,13 @@ if IS_DEMO:
                 category="Submission",
                 labels={"content": "Dice per test slide"},
             ),
+            provenance=provenance("results/eval/submission_dice.csv"),
         log:
             "results/logs/eval_submission.log",
         conda:
             "../envs/tilepipe.yaml"
         params:
-            code=code("tilepipe.evaluate"),
+            code=code("eval_submission.py"),
         script:
             "../workflow_scripts/eval_submission.py"
 
@@ -94,6 +97,7 @@ rule eval_summary:
             labels={"content": "Dice summary"},
         ),
         threshold="results/eval/threshold.txt",
+        provenance=provenance("results/eval/summary.csv"),
     log:
         "results/logs/eval_summary.log",
     conda:
@@ -102,7 +106,7 @@ rule eval_summary:
         stages=STAGES,
         final_stage=FINAL_STAGE,
         submission_threshold=config["inference"]["threshold"],
-        code=code("tilepipe.evaluate"),
+        code=code("eval_summary.py"),
     script:
         "../workflow_scripts/eval_summary.py"
 
@@ -121,6 +125,7 @@ rule plot_training:
             category="Training",
             labels={"stage": "{stage}", "figure": "loss and Dice per epoch"},
         ),
+        provenance=provenance("results/eval/training_{stage}.png"),
     log:
         "results/logs/plot_training/{stage}.log",
     wildcard_constraints:
@@ -128,7 +133,7 @@ rule plot_training:
     conda:
         "../envs/tilepipe.yaml"
     params:
-        code=code("tilepipe.plots"),
+        code=code("eval_plot_training.py"),
     script:
         "../workflow_scripts/eval_plot_training.py"
 
@@ -144,6 +149,7 @@ rule plot_slide_dice:
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "Dice per slide (figure)"},
         ),
+        provenance=provenance("results/eval/dice_{stage}.png"),
     log:
         "results/logs/plot_slide_dice/{stage}.log",
     wildcard_constraints:
@@ -151,7 +157,7 @@ rule plot_slide_dice:
     conda:
         "../envs/tilepipe.yaml"
     params:
-        code=code("tilepipe.plots"),
+        code=code("eval_plot_dice.py"),
     script:
         "../workflow_scripts/eval_plot_dice.py"
 
@@ -167,13 +173,14 @@ rule plot_threshold_sweep:
             category="Summary",
             labels={"content": "threshold sweep (figure)"},
         ),
+        provenance=provenance("results/eval/threshold_sweep.png"),
     log:
         "results/logs/plot_threshold_sweep.log",
     conda:
         "../envs/tilepipe.yaml"
     params:
         stages=STAGES,
-        code=code("tilepipe.plots"),
+        code=code("eval_plot_sweep.py"),
     script:
         "../workflow_scripts/eval_plot_sweep.py"
 
@@ -189,6 +196,7 @@ rule plot_overlay:
             subcategory="{stage}",
             labels={"stage": "{stage}", "slide": "{slide}"},
         ),
+        provenance=provenance("results/eval/overlays/{stage}/{slide}.png"),
     log:
         "results/logs/plot_overlay/{stage}/{slide}.log",
     wildcard_constraints:
@@ -200,7 +208,7 @@ rule plot_overlay:
         mem_mb=2000,
     params:
         threshold=config["inference"]["threshold"],
-        code=code("tilepipe.plots"),
+        code=code("eval_plot_overlay.py"),
     script:
         "../workflow_scripts/eval_plot_overlay.py"
 

@@ -7,6 +7,7 @@ rule folds:
         tiles=tile_indices(TRAIN_IDS),
     output:
         "results/folds.csv",
+        provenance=provenance("results/folds.csv"),
     log:
         "results/logs/folds.log",
     conda:
@@ -15,6 +16,6 @@ rule folds:
         slides=TRAIN_IDS,
         folds=section("folds"),
         seed=config["seed"],
-        code=code("tilepipe.folds"),
+        code=code("folds.py"),
     script:
         "../workflow_scripts/folds.py"

@@ -8,6 +8,7 @@ rule predict:
         folds="results/folds.csv",
     output:
         directory("results/predictions/{stage}/{slide}.zarr"),
+        provenance=provenance("results/predictions/{stage}/{slide}.zarr"),
     log:
         "results/logs/predict/{stage}/{slide}.log",
     benchmark:
@@ -25,6 +26,6 @@ rule predict:
         inference=inference_settings(),
         device=config["train"]["device"],
         amp=config["train"]["amp"],
-        code=code("tilepipe.infer"),
+        code=code("predict.py"),
     script:
         "../workflow_scripts/predict.py"

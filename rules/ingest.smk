@@ -6,6 +6,7 @@ rule ingest:
         unpack(slide_inputs),
     output:
         directory("results/slides/{slide}.zarr"),
+        provenance=provenance("results/slides/{slide}.zarr"),
     log:
         "results/logs/ingest/{slide}.log",
     benchmark:
@@ -18,7 +19,7 @@ rule ingest:
         runtime=60,
     params:
         ingest=section("ingest"),
-        code=code("tilepipe.ingest", "tilepipe.dataset"),
+        code=code("ingest.py"),
     script:
         "../workflow_scripts/ingest.py"
 

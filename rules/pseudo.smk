@@ -7,13 +7,14 @@ rule pseudo_labels:
         prediction="results/predictions/stage1/{slide}.zarr",
     output:
         directory("results/pseudo/{slide}.zarr"),
+        provenance=provenance("results/pseudo/{slide}.zarr"),
     log:
         "results/logs/pseudo_labels/{slide}.log",
     conda:
         "../envs/tilepipe.yaml"
     params:
         threshold=config["pseudo"]["threshold"],
-        code=code("tilepipe.pseudo"),
+        code=code("pseudo_labels.py"),
     script:
         "../workflow_scripts/pseudo_labels.py"
 
@@ -24,13 +25,14 @@ rule pseudo_tile_index:
         labels="results/pseudo/{slide}.zarr",
     output:
         "results/tiles/pseudo/{slide}.parquet",
+        provenance=provenance("results/tiles/pseudo/{slide}.parquet"),
     log:
         "results/logs/pseudo_tile_index/{slide}.log",
     conda:
         "../envs/tilepipe.yaml"
     params:
         tiles=section("tiles"),
-        code=code("tilepipe.tile_index"),
+        code=code("tile_index.py"),
     script:
         "../workflow_scripts/tile_index.py"
 

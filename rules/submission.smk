@@ -7,12 +7,13 @@ rule write_submission:
         predictions=predictions(FINAL_STAGE, TEST_IDS),
     output:
         "results/submission.csv",
+        provenance=provenance("results/submission.csv"),
     log:
         "results/logs/submission.log",
     conda:
         "../envs/tilepipe.yaml"
     params:
         threshold=config["inference"]["threshold"],
-        code=code("tilepipe.submission"),
+        code=code("submission.py"),
     script:
         "../workflow_scripts/submission.py"

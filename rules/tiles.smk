@@ -6,6 +6,7 @@ rule tile_index:
         "results/slides/{slide}.zarr",
     output:
         "results/tiles/{slide}.parquet",
+        provenance=provenance("results/tiles/{slide}.parquet"),
     log:
         "results/logs/tile_index/{slide}.log",
     benchmark:
@@ -18,7 +19,7 @@ rule tile_index:
         runtime=30,
     params:
         tiles=section("tiles"),
-        code=code("tilepipe.tile_index"),
+        code=code("tile_index.py"),
     script:
         "../workflow_scripts/tile_index.py"
 

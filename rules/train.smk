@@ -7,6 +7,7 @@ rule train_model:
     output:
         model="results/models/{stage}/fold{fold}/model.pt",
         metrics="results/models/{stage}/fold{fold}/metrics.csv",
+        provenance=provenance("results/models/{stage}/fold{fold}/model.pt"),
     log:
         "results/models/{stage}/fold{fold}/train.log",
     benchmark:
@@ -24,7 +25,7 @@ rule train_model:
     params:
         settings=training_settings(),
         state=lambda wildcards: f"results/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",
-        code=code("tilepipe.train"),
+        code=code("train.py"),
     script:
         "../workflow_scripts/train.py"
 

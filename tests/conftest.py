@@ -1,7 +1,10 @@
 """Shared fixtures: running the workflow on a tiny demo in a temporary folder."""
 
+import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,46 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny_run")
     run_snakemake(workdir, overlay=TINY)
     return workdir
+
+
+# ------------------------------------------------------------ reading dry runs
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One job of a dry run (``snakemake -n``): its rule, wildcards and the reason Snakemake gives."""
+
+    rule: str
+    wildcards: tuple[tuple[str, str], ...]
+    reason: str
+    outputs: tuple[str, ...] = ()
+
+
+_JOB_BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:[ \t]+\S.*(?:\n|$))*)", re.MULTILINE)
+
+
+def scheduled_jobs(result) -> list[ScheduledJob]:
+    """The jobs a dry run's output (a CompletedProcess of ``run_snakemake(..., "-n")``) would run."""
+    jobs = []
+    for match in _JOB_BLOCK.finditer(result.stdout + "\n" + result.stderr):
+        fields = dict(re.findall(r"^\s+(\w+): (.*)$", match.group(2), re.MULTILINE))
+        wildcards = tuple(
+            tuple(item.split("=", 1)) for item in fields.get("wildcards", "").split(", ") if "=" in item
+        )
+        outputs = tuple(fields["output"].split(", ")) if "output" in fields else ()
+        jobs.append(ScheduledJob(match.group(1), wildcards, fields.get("reason", ""), outputs))
+    return jobs
+
+
+def scheduled_rules(result) -> set[str]:
+    """The rules with at least one job in a dry run's output."""
+    return {job.rule for job in scheduled_jobs(result)}
+
+
+def nothing_to_do(result) -> bool:
+    return "Nothing to be done" in result.stdout + result.stderr
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """Copy a finished run folder (mtimes kept, symlinks as symlinks), without the resumable
+    training states in results/state (large, and no declared output); return ``destination``."""
+    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("state"))
+    return destination

@@ -1,9 +1,15 @@
 """End to end: the tiny demo through the default target, caching and config errors."""
 
+import json
+import re
+
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import TINY, run_snakemake
+from tests.conftest import REPO, TINY, run_snakemake, scheduled_jobs, scheduled_rules
+from tilepipe import provenance
+from tilepipe.provenance import provenance_path
 from tilepipe.store import SlideStore
 
 pytestmark = pytest.mark.slow
@@ -34,10 +40,9 @@ def test_finished_run_has_nothing_to_do(tiny_run):
 
 def test_tile_size_change_reruns_tiles_not_ingest(tiny_run):
     overlay = {**TINY, "tiles": {"size": 128, "shift": 64}}
-    result = run_snakemake(tiny_run, "-n", overlay=overlay)
-    out = result.stdout + result.stderr
-    assert "tile_index" in out and "folds" in out
-    assert "ingest" not in out
+    rules = scheduled_rules(run_snakemake(tiny_run, "-n", overlay=overlay))
+    assert {"tile_index", "pseudo_tile_index", "folds", "train_model"} <= rules
+    assert not {"ingest", "demo_train_slide", "demo_tables"} & rules
 
 
 @pytest.mark.parametrize(
@@ -71,7 +76,32 @@ def test_submission_follows_sample_submission(tiny_run):
 
 def test_threshold_change_reruns_only_the_submission(tiny_run):
     result = run_snakemake(tiny_run, "-n", overlay={**TINY, "inference": {**TINY["inference"], "threshold": 0.4}})
-    out = result.stdout + result.stderr
-    assert "write_submission" in out
-    for rule in ("predict", "train_model", "ingest", "tile_index", "pseudo_labels"):
-        assert f"rule {rule}:" not in out
+    assert scheduled_rules(result) == {"write_submission", "submission"}
+
+
+def test_every_job_records_its_provenance(tiny_run):
+    """Each job's last declared output is <first output>.provenance.json: written, and true to the job."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    jobs = scheduled_jobs(run_snakemake(tiny_run, "-n", "--forceall", overlay=TINY))
+    jobs = [job for job in jobs if job.outputs]  # target rules have none
+    assert len(jobs) > 40
+    for job in jobs:
+        assert job.outputs[-1] == str(provenance_path(job.outputs[0])), job
+        path = tiny_run / job.outputs[-1]
+        record = json.loads(path.read_text())
+        assert path.read_text() == provenance.dumps(record), "sorted keys, one layout"
+        assert record["rule"] == job.rule and record["wildcards"] == dict(job.wildcards)
+        assert record["artifact"] == job.outputs[0] and record["outputs"] == sorted(job.outputs[:-1])
+        assert re.fullmatch(r"[0-9a-f]{16}", record["code"])
+        assert path.stat().st_mtime >= (tiny_run / job.outputs[0]).stat().st_mtime, "written after the artifact"
+        assert record["packages"]["python"] and record["packages"]["snakemake"]
+        if job.rule == "train_model":
+            settings = record["params"]["settings"]
+            assert record["seed"] == settings["seed"] == config["seed"]
+            if job.wildcards[0] == ("stage", "stage1"):
+                assert settings["train"]["epochs"] == TINY["train"]["epochs"]
+            assert "num_workers" not in settings["train"] and "state" not in record["params"], "runtime only"
+            assert {"torch", "albumentations"} <= set(record["packages"])
+        if job.rule == "tile_index":
+            assert record["params"]["tiles"] == {**config["tiles"], **TINY["tiles"]}
+            assert record["seed"] is None and "torch" not in record["packages"], "a torch-free job"

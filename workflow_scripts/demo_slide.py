@@ -7,6 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 from pathlib import Path
 
 from tilepipe.demo import plan_demo, write_demo_slide
+from tilepipe.provenance import record_job
 
 slides = {s.id: s for s in plan_demo(snakemake.params.demo, snakemake.params.seed)}
 write_demo_slide(
@@ -15,3 +16,5 @@ write_demo_slide(
     truth_dir=Path(snakemake.output.truth).parent,
     seed=snakemake.params.seed,
 )
+
+record_job(snakemake)

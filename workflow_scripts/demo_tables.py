@@ -7,6 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 from pathlib import Path
 
 from tilepipe.demo import plan_demo, write_demo_tables
+from tilepipe.provenance import record_job
 
 write_demo_tables(
     plan_demo(snakemake.params.demo, snakemake.params.seed),
@@ -14,3 +15,5 @@ write_demo_tables(
     truth_dir=Path(snakemake.input.truth[0]).parent,
     truth_csv=snakemake.output.truth,
 )
+
+record_job(snakemake)

@@ -5,8 +5,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from tilepipe.evaluate import read_truth_rows
-from tilepipe.probability import foreground_cutoff, read_probability
 from tilepipe.plots import plot_overlay
+from tilepipe.probability import foreground_cutoff, read_probability
+from tilepipe.provenance import record_job
 from tilepipe.store import SlideStore
 
 slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
@@ -23,3 +24,5 @@ plot_overlay(
     f"{slide}, {stage}: prediction at {threshold:g}" + ("" if truth is None else " and truth"),
     truth=truth,
 )
+
+record_job(snakemake)

@@ -7,8 +7,11 @@ sys.stderr = open(snakemake.log[0], "w")
 import pandas as pd
 
 from tilepipe.plots import plot_threshold_sweep
+from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages
 sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps)}
 thresholds = {stage: float(pd.read_csv(p)["threshold"].iloc[0]) for stage, p in zip(stages, snakemake.input.dice)}
 plot_threshold_sweep(sweeps, thresholds, snakemake.output[0])
+
+record_job(snakemake)

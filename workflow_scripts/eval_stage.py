@@ -9,6 +9,7 @@ from pathlib import Path
 from tilepipe.errors import InputError
 from tilepipe.evaluate import evaluation_threshold, read_histogram, slide_dice, threshold_sweep, write_csv
 from tilepipe.folds import read_folds
+from tilepipe.provenance import record_job
 
 folds = read_folds(snakemake.input.folds)
 histograms = {Path(p).stem: read_histogram(p) for p in snakemake.input.histograms}
@@ -22,3 +23,5 @@ threshold = evaluation_threshold(sweep, snakemake.params.mode, snakemake.params.
 write_csv(sweep, snakemake.output.sweep)
 write_csv(slide_dice(histograms, folds, threshold), snakemake.output.dice)
 print(f"{snakemake.wildcards.stage}: {len(histograms)} slides at threshold {threshold}", file=sys.stderr)
+
+record_job(snakemake)

@@ -7,9 +7,12 @@ sys.stderr = open(snakemake.log[0], "w")
 from pathlib import Path
 
 from tilepipe.evaluate import submission_dice, write_csv
+from tilepipe.provenance import record_job
 from tilepipe.store import SlideStore
 
 shapes = {Path(p).stem: SlideStore(p).shape for p in snakemake.input.stores}
 table = submission_dice(snakemake.input.submission, snakemake.input.truth, shapes)
 write_csv(table, snakemake.output[0])
 print(table.to_string(index=False), file=sys.stderr)
+
+record_job(snakemake)

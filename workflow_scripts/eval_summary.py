@@ -8,6 +8,7 @@ import pandas as pd
 
 from tilepipe.atomic import atomic_output
 from tilepipe.evaluate import summarize, write_csv
+from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages
 tables = {stage: pd.read_csv(p, dtype={"slide": str}) for stage, p in zip(stages, snakemake.input.dice)}
@@ -24,3 +25,5 @@ write_csv(summary, snakemake.output.summary)
 with atomic_output(snakemake.output.threshold) as tmp:
     tmp.write_text(f"{float(tables[snakemake.params.final_stage]['threshold'].iloc[0])}\n")
 print(summary.to_string(index=False), file=sys.stderr)
+
+record_job(snakemake)

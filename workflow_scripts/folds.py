@@ -10,6 +10,7 @@ import pandas as pd
 
 from tilepipe.dataset import KaggleDataset
 from tilepipe.folds import make_folds, write_folds
+from tilepipe.provenance import record_job
 
 dataset = KaggleDataset(Path(snakemake.input.info).parent)
 slides = pd.DataFrame(
@@ -27,3 +28,5 @@ folds = make_folds(
     source=snakemake.input.info,
 )
 write_folds(folds, snakemake.output[0])
+
+record_job(snakemake)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tilepipe.dataset import TRAIN_CSV, KaggleDataset
 from tilepipe.ingest import ingest_slide
+from tilepipe.provenance import record_job
 
 slide_id = snakemake.wildcards.slide
 dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
@@ -22,3 +23,5 @@ ingest_slide(
     min_level_size=snakemake.params.ingest["min_level_size"],
     workers=snakemake.threads,
 )
+
+record_job(snakemake)

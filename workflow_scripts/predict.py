@@ -11,6 +11,7 @@ import torch
 from tilepipe.folds import read_folds
 from tilepipe.infer import predict_slide
 from tilepipe.model import load_checkpoint
+from tilepipe.provenance import record_job
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 torch.set_num_threads(snakemake.threads)
@@ -39,3 +40,5 @@ stats = predict_slide(
     amp=snakemake.params.amp,
 )
 print(f"{slide}: models {paths}; {stats}", file=sys.stderr)
+
+record_job(snakemake)

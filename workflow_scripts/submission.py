@@ -6,6 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
+from tilepipe.provenance import record_job
 from tilepipe.submission import write_submission
 
 write_submission(
@@ -14,3 +15,5 @@ write_submission(
     snakemake.params.threshold,
     snakemake.output[0],
 )
+
+record_job(snakemake)

@@ -4,6 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from tilepipe.provenance import record_job
 from tilepipe.tile_index import build_tile_index, write_tile_index
 
 tiles = snakemake.params.tiles
@@ -19,3 +20,5 @@ index = build_tile_index(
 if pseudo:
     index = index[index["is_masked"]].reset_index(drop=True)
 write_tile_index(index, snakemake.output[0])
+
+record_job(snakemake)

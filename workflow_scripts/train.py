@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from tilepipe.folds import read_folds
+from tilepipe.provenance import record_job
 from tilepipe.train import train_fold
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -32,3 +33,5 @@ train_fold(
     pseudo_tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.pseudo_tiles]) if pseudo else None,
     pseudo_labels={Path(p).stem: p for p in snakemake.input.pseudo_labels} if pseudo else None,
 )
+
+record_job(snakemake, runtime=("state",))

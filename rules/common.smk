@@ -113,13 +113,21 @@ def fold_ids():
     return list(range(len(patients) if patients else config["folds"]["n"]))
 
 
-def training_settings():
-    """Everything a training job's result depends on, as plain sorted dicts."""
+def training_settings(stage):
+    """Everything a training job of ``stage`` depends on, as plain sorted dicts.
+
+    Stage 2 takes `pseudo.epochs` and `pseudo.lr` where they are set.
+    """
+    train = result_settings("train")
+    if stage == "stage2":
+        pseudo = config["pseudo"]
+        for key in ("epochs", "lr"):
+            train[key] = train[key] if pseudo[key] is None else pseudo[key]
     return {
         "seed": config["seed"],
         "model": section("model"),
         "loss": section("loss"),
-        "train": result_settings("train"),
+        "train": train,
         "sampling": section("sampling"),
     }
 
@@ -154,6 +162,8 @@ def training_inputs(wildcards):
         inputs["pseudo_labels"] = expand(
             "results/pseudo/{slide}.zarr", slide=PSEUDO_IDS
         )
+        if config["pseudo"]["init"] == "stage1":
+            inputs["init"] = f"results/models/stage1/fold{wildcards.fold}/model.pt"
     return inputs
 
 

@@ -17,7 +17,7 @@ rule predict:
         stage="stage1|stage2",
     conda:
         "../envs/tilepipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,

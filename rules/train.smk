@@ -17,13 +17,13 @@ rule train_model:
         fold=r"\d+",
     conda:
         "../envs/tilepipe.yaml"
-    threads: 2
+    threads: config["train"]["num_workers"] + 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
     params:
-        settings=training_settings(),
+        settings=lambda wildcards: training_settings(wildcards.stage),
         state=lambda wildcards: f"results/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",
         code=code("train.py"),
     script:

@@ -15,7 +15,7 @@ from tilepipe.provenance import record_job
 from tilepipe.train import train_fold
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(max(1, snakemake.threads - snakemake.config["train"]["num_workers"]))
 
 settings = dict(snakemake.params.settings)
 runtime = {k: snakemake.config["train"][k] for k in ("num_workers", "log_every")}
@@ -32,6 +32,7 @@ train_fold(
     state_path=snakemake.params.state,
     pseudo_tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.pseudo_tiles]) if pseudo else None,
     pseudo_labels={Path(p).stem: p for p in snakemake.input.pseudo_labels} if pseudo else None,
+    init_path=snakemake.input.get("init"),
 )
 
 record_job(snakemake, runtime=("state",))

@@ -21,6 +21,7 @@ TINY = {
     "model": {"encoder": "resnet18", "center_channels": 8, "decoder_channels": 8},
     "train": {"epochs": 1, "batch_size": 8, "input_size": 64},
     "inference": {"tta": ["none", "hflip"], "batch_size": 8},
+    "pseudo": {"epochs": 1},
 }
 
 

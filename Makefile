@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint slurm-test clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,8 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q
+
+# A real single-node SLURM (apt, as root) running the tiny demo with
+# profiles/slurm; compared with a local run (tests/slurm/run_slurm_ci.sh).
+slurm-test: setup
+	tests/slurm/run_slurm_ci.sh

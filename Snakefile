@@ -24,6 +24,29 @@ include: "rules/submission.smk"
 include: "rules/eval.smk"
 
 
+# Light rules run on the submit host in cluster runs (profiles/slurm); the
+# target rules below have no job and are local anyway.
+localrules:
+    folds,
+    write_submission,
+    eval_stage,
+    eval_summary,
+    plot_training,
+    plot_slide_dice,
+    plot_threshold_sweep,
+    plot_overlay,
+
+
+if IS_DEMO:
+
+    localrules:
+        demo_train_slide,
+        demo_test_slide,
+        demo_external_slide,
+        demo_tables,
+        eval_submission,
+
+
 # Target rules; `submission` is the default. (Rules of included files cannot
 # be the default target, so the targets live here.)
 rule submission:

@@ -5,8 +5,8 @@ x 3 train slides, 3 test, 2 external; the tiny sizes of the workflow test,
 one epoch), reused by later calls while a dry run of it has nothing to do.
 Then times, round-robin in this process, ``--repeats`` calls of each:
 
-* ``parse only``: ``snakemake --list-rules`` (start-up, Snakefile, config
-  validation, demo plan and code hashes; no DAG);
+* start-up floor: ``snakemake --version`` (Python and Snakemake's own
+  imports, plugins included; no Snakefile);
 * baseline ``--rerun-triggers mtime``: the cheapest dry run Snakemake does
   (modification times only);
 * tilepipe's ``snakemake -n submission``: the default triggers (mtime,
@@ -92,7 +92,7 @@ def main() -> None:
 
     workdir = finished_run(args.cache.resolve())
     variants = {
-        "parse only (--list-rules)": snakemake(workdir, "--list-rules"),
+        "start-up floor (--version)": [sys.executable, "-m", "snakemake", "--version"],
         "baseline: -n --rerun-triggers mtime": snakemake(workdir, "-n", "submission", "--rerun-triggers", "mtime"),
         "tilepipe: -n (default triggers)": snakemake(workdir, "-n", "submission"),
     }
@@ -100,7 +100,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, command in variants.items():
             seconds, result = run(command, workdir)
-            if name != "parse only (--list-rules)" and not nothing_to_do(result):
+            if name.startswith(("baseline", "tilepipe")) and not nothing_to_do(result):
                 raise SystemExit(f"{name}: the finished run has something to do:\n{result.stdout}\n{result.stderr}")
             times[name].append(seconds)
 
@@ -113,10 +113,10 @@ def main() -> None:
     print(f"default triggers / mtime only: {ours / baseline:.2f}x; target <= {TARGET_SECONDS:g} s: "
           f"{'met' if ours <= TARGET_SECONDS else 'MISSED'}")
     print()
-    print(f"| run | target | tilepipe `-n submission` (median of {args.repeats}) | baseline `--rerun-triggers mtime` | ratio | parse only | verdict |")
+    print(f"| run | target | tilepipe `-n submission` (median of {args.repeats}) | baseline `--rerun-triggers mtime` | ratio | start-up floor | verdict |")
     print("|---|---|---|---|---|---|---|")
     print(f"| 20 slides, finished | <= {TARGET_SECONDS:g} s, nothing to be done | {ours:.2f} s | {baseline:.2f} s | "
-          f"{ours / baseline:.2f}x | {median['parse only (--list-rules)']:.2f} s | "
+          f"{ours / baseline:.2f}x | {median['start-up floor (--version)']:.2f} s | "
           f"{'met' if ours <= TARGET_SECONDS else 'missed'} |")
 
 

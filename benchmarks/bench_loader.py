@@ -63,7 +63,7 @@ from tilepipe.loader import (  # noqa: E402
     resize_image,
     resize_mask,
 )
-from tilepipe import ngff  # noqa: E402
+from tilepipe import chunks, ngff  # noqa: E402
 from tilepipe.ngff import write_slide_store  # noqa: E402
 from tilepipe.sampler import sample_epoch  # noqa: E402
 from tilepipe.seeding import derive_seed  # noqa: E402
@@ -242,6 +242,15 @@ def stage_breakdown(folder: Path, tiles: pd.DataFrame) -> list[tuple[str, float]
     rio = RasterioTileDataset(tiles, *tiff_paths(folder, "uncompressed"), INPUT)
     rio_deflate = RasterioTileDataset(tiles, *tiff_paths(folder, "deflate"), INPUT)
     rio[0], rio_deflate[0]
+    no_cache = chunks._ChunkCache(0)
+
+    def read_uncached(o):
+        cache, chunks.CACHE = chunks.CACHE, no_cache
+        try:
+            store.read_image(o[0] // down, o[1] // down, TILE // down, TILE // down, level)
+        finally:
+            chunks.CACHE = cache
+
     level_images = [store.read_image(y // down, x // down, TILE // down, TILE // down, level) for y, x in origins]
     level0_images = [read_window(store.levels[0], y, x, TILE, TILE) for y, x in origins[:20]]
     masks = [store.read_labels(y, x, TILE, TILE) for y, x in origins]
@@ -257,6 +266,8 @@ def stage_breakdown(folder: Path, tiles: pd.DataFrame) -> list[tuple[str, float]
     masked = [(y, x) for (y, x), area in zip(origins, tiles.mask_area) if area > 0]
     return [
         (f"store: read level {level} ({TILE // down} px window)", cpu_ms(lambda o: store.read_image(o[0] // down, o[1] // down, TILE // down, TILE // down, level), origins)),
+        (f"store: read level {level} ({TILE // down} px window), chunk cache off", cpu_ms(read_uncached, origins)),
+        (f"store: read level {level} ({TILE // down} px window) through zarr", cpu_ms(lambda o: read_window(store.levels[level], o[0] // down, o[1] // down, TILE // down, TILE // down), origins)),
         ("store: read level-0 labels, 1024 px (tiles with mask_area > 0 only)", cpu_ms(lambda o: store.read_labels(o[0], o[1], TILE, TILE), masked)),
         (f"resize {TILE // down} -> {INPUT} (INTER_AREA, per channel)", cpu_ms(lambda i: resize_image(i, INPUT), level_images)),
         (f"mask resize {TILE} -> {INPUT} + threshold (non-empty masks)", cpu_ms(lambda m: resize_mask(m.copy(), INPUT), [m for m in masks if m.any()])),
@@ -383,6 +394,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     zarr.config.set({"threading.max_workers": 1})
     numcodecs.blosc.set_nthreads(1)
+    # The store's decoded-chunk cache gets the budget of GDAL's block cache.
+    chunks.CACHE.max_bytes = int(os.environ["GDAL_CACHEMAX"]) * 2**20
     folder = prepare(args.size, args.samples, args.chunk, args.seed)
     image_chunk, label_chunk, codec_name = args.variant.split("/")
     variant = store_variant(folder, int(image_chunk), int(label_chunk), codec_name)

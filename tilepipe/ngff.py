@@ -23,23 +23,15 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
-import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from tilepipe.atomic import atomic_output
+from tilepipe.chunks import CHUNK_ENCODER, CODEC
 from tilepipe.store import LABEL_NAME
 
 NGFF_VERSION = "0.5"
-# Blosc LZ4 with bit shuffle: on slide pixels it encodes 3.3x and decodes
-# 1.6x faster than zstd level 1, for 7 % larger chunks (1.63x vs 1.75x
-# compression; benchmarks/bench_ingest.py --codecs). CODEC is what the
-# arrays declare, CHUNK_ENCODER the same settings as the numcodecs codec
-# zarr runs for it.
-CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)
-CHUNK_ENCODER = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
 RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
 LABEL_RGBA = [255, 255, 0, 160]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from tilepipe.chunks import fast_view
 from tilepipe.errors import InputError
 
 LABEL_NAME = "glomeruli"
@@ -91,22 +92,30 @@ class SlideStore:
     def has_labels(self) -> bool:
         return self.labels is not None
 
+    @cached_property
+    def _image_views(self) -> list:
+        return [fast_view(level) for level in self.levels]
+
+    @cached_property
+    def _label_view(self):
+        return None if self.labels is None else fast_view(self.labels)
+
     def read_image(self, y: int, x: int, height: int, width: int, level: int = 0) -> np.ndarray:
         """Return the ``(c, height, width)`` uint8 window at ``(y, x)`` of ``level``.
 
         Coordinates and sizes are in pixels of ``level``; pixels outside the
         slide are 0.
         """
-        return read_window(self.levels[level], y, x, height, width)
+        return read_window(self._image_views[level], y, x, height, width)
 
     def read_labels(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         """Return the ``(height, width)`` uint8 mask window at level-0 ``(y, x)``.
 
         All zeros for an unlabeled slide; pixels outside the slide are 0.
         """
-        if self.labels is None:
+        if self._label_view is None:
             return np.zeros((height, width), dtype=np.uint8)
-        return read_window(self.labels, y, x, height, width)
+        return read_window(self._label_view, y, x, height, width)
 
 
 def read_window(array, y: int, x: int, height: int, width: int) -> np.ndarray:

@@ -18,7 +18,8 @@ index, background dropped (``img_std > 10``), balanced by
 as needed, in shuffled order. Every loader reads the same samples into the
 same 320 px output with the same augmentations (seeded per sample alike),
 mask threshold and normalisation, in one process and one thread (torch,
-OpenCV, zarr, Blosc set so; GDAL reads in the calling thread), through a
+OpenCV, zarr, Blosc set so; GDAL reads in the calling thread; GDAL's block
+cache and tilepipe's decoded-chunk cache both ``GDAL_CACHEMAX``, 16 MB), through a
 DataLoader with ``num_workers=0`` and batches of 16. Rates are samples per
 second of process CPU time (per core; load from other processes inflates
 wall time much more than CPU time) and of wall time, the best of

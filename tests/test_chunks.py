@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tilepipe import chunks
 from tilepipe.chunks import ChunkFiles, fast_view, is_writer_format
+from tilepipe.errors import InputError
 from tilepipe.ngff import write_slide_store
 from tilepipe.store import SlideStore
 
@@ -113,3 +114,15 @@ def test_the_cache_keeps_within_its_budget():
 def test_unsupported_indexing_is_refused(arrays, index):
     with pytest.raises((TypeError, IndexError)):
         ChunkFiles(arrays[3])[index]
+
+
+@pytest.mark.parametrize("content", [b"not blosc", None])
+def test_a_corrupt_chunk_names_its_file(tmp_path, content):
+    write_slide_store(tmp_path / "a.zarr", np.full((3, 64, 64), 7, np.uint8), None, chunk=32, min_level_size=64)
+    path = tmp_path / "a.zarr/0/c/0/1/0"
+    if content is None:  # a valid Blosc frame of the wrong size
+        content = chunks.CHUNK_ENCODER.encode(np.zeros(100, np.uint8))
+    path.write_bytes(content)
+    store = SlideStore(tmp_path / "a.zarr")
+    with pytest.raises(InputError, match=r"a\.zarr/0/c/0/1/0: corrupt chunk"):
+        store.read_image(0, 0, 64, 64)

@@ -30,6 +30,8 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.storage import LocalStore
 
+from tilepipe.errors import InputError
+
 # Blosc LZ4 with bit shuffle: on slide pixels it encodes 3.3x and decodes
 # 1.6x faster than zstd level 1, for 7 % larger chunks (1.63x vs 1.75x
 # compression; benchmarks/bench_ingest.py --codecs). CODEC is what the
@@ -141,7 +143,10 @@ class ChunkFiles:
         return start, stop
 
     def _chunk(self, row: int, col: int) -> np.ndarray | None:
-        """The decoded chunk at grid ``(row, col)`` (read-only, full chunk shape), or None if it is not stored."""
+        """The decoded chunk at grid ``(row, col)`` (read-only, full chunk shape), or None if it is not stored.
+
+        Raises InputError naming the file if it does not decode to a chunk.
+        """
         path = os.path.join(self.root, self._encode_key((0,) * (self.ndim - 2) + (row, col)))
         try:
             stat = os.stat(path)
@@ -152,7 +157,10 @@ class ChunkFiles:
         if chunk is None:
             with open(path, "rb") as file:
                 data = file.read()
-            chunk = np.frombuffer(CHUNK_ENCODER.decode(data), dtype=np.uint8).reshape(self.chunks)
+            try:
+                chunk = np.frombuffer(CHUNK_ENCODER.decode(data), dtype=np.uint8).reshape(self.chunks)
+            except (RuntimeError, ValueError) as err:
+                raise InputError(path, f"corrupt chunk: not a Blosc-encoded {self.chunks} uint8 block ({err})") from err
             CACHE.put(key, chunk)
         return chunk
 

@@ -346,7 +346,7 @@ def main() -> None:
 
     monai_mask = np.load(outputs["monai"]) >= 128
     agreement = {}
-    for kind in kinds[:-1]:
+    for kind in [kind for kind in kinds if kind != "monai"]:
         ours = read_probability(outputs[kind])[...] >= 128
         agreement[kind] = float((ours == monai_mask)[tissue].mean())
         print(f"{kind} vs MONAI: agreement on tissue pixels {agreement[kind]:.4%}, Dice of the two masks "
@@ -357,7 +357,9 @@ def main() -> None:
     print()
     print("| measure | target | tilepipe | MONAI | ratio | verdict |")
     print("|---|---|---|---|---|---|")
-    for kind, label in (("tilepipe", ""), ("tilepipe-nogate", " without the classification gate"))[: len(kinds) - 1]:
+    for kind, label in (("tilepipe", ""), ("tilepipe-nogate", " without the classification gate")):
+        if kind not in best:
+            continue
         ours = best[kind]
         for what, key in (("throughput", "seconds"), ("throughput per CPU second", "cpu_seconds")):
             speed = theirs[key] / ours[key]

@@ -71,11 +71,6 @@ class _ChunkCache:
                 _, dropped = self.entries.popitem(last=False)
                 self.bytes -= dropped.nbytes
 
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-            self.bytes = 0
-
 
 CACHE = _ChunkCache(CACHE_BYTES)
 

@@ -25,10 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
 from tilepipe.atomic import atomic_output
-from tilepipe.chunks import CHUNK_ENCODER, CODEC
+from tilepipe.chunks import CHUNK_ENCODER, CODEC, is_writer_format
 from tilepipe.store import LABEL_NAME
 
 NGFF_VERSION = "0.5"
@@ -114,8 +113,8 @@ class PyramidWriter:
         for array in arrays:
             if array.chunks[-2] % 2:
                 raise ValueError(f"chunk height must be even, got {array.chunks[-2]}")
-            if not isinstance(array.store, LocalStore) or array.metadata.codecs[1:] != (CODEC,):
-                raise ValueError(f"array {array.path!r} is not a local array encoded with {CODEC}")
+            if not is_writer_format(array):
+                raise ValueError(f"array {array.path!r} is not a local uint8 array encoded with {CODEC}")
         self.arrays = arrays
         self.reduce = reduce
         self.pool = pool

@@ -125,9 +125,12 @@ def read_window(array, y: int, x: int, height: int, width: int) -> np.ndarray:
     Returns a new numpy array of shape ``(..., height, width)``.
     """
     *lead, h, w = array.shape
-    out = np.zeros((*lead, height, width), dtype=array.dtype)
     y0, x0 = max(y, 0), max(x, 0)
     y1, x1 = min(y + height, h), min(x + width, w)
+    if (y0, x0, y1, x1) == (y, x, y + height, x + width):  # inside: no zero frame to fill
+        window = array[..., y0:y1, x0:x1]
+        return window if isinstance(window, np.ndarray) and window.flags.owndata else np.array(window)
+    out = np.zeros((*lead, height, width), dtype=array.dtype)
     if y1 > y0 and x1 > x0:
         out[..., y0 - y:y1 - y, x0 - x:x1 - x] = array[..., y0:y1, x0:x1]
     return out

@@ -6,7 +6,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+validate(config, "tilepipe/config.schema.yaml")
 
 
 report: "report/workflow.rst"

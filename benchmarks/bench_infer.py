@@ -1,4 +1,4 @@
-"""Whole-slide inference: tilepipe.infer.predict_slide against MONAI sliding_window_inference, side by side.
+"""Whole-slide inference: tilepipe.inference.predict.predict_slide against MONAI sliding_window_inference, side by side.
 
 One generated slide (``--size`` square, stained tissue on its left half,
 near-white glass on the right, ``--glomeruli`` glomeruli 150-400 px across)
@@ -51,10 +51,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tilepipe.loader import TileDataset
-from tilepipe.losses import SegmentationLoss
+from tilepipe.data.tile_dataset import TileDataset
+from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model import build_model, load_checkpoint, save_checkpoint
-from tilepipe.ngff import write_slide_store
+from tilepipe.stores.ngff import write_slide_store
 
 DATA = Path(__file__).resolve().parent / "data" / "infer"
 MODEL = {"encoder": "resnet18", "center_channels": 128, "decoder_channels": 32}  # the demo's network
@@ -230,7 +230,7 @@ def peak_rss() -> int:
 
 
 def run_tilepipe(store: Path, checkpoint: Path, out: Path, input_size: int, batch_size: int, gate: bool) -> dict:
-    from tilepipe.infer import predict_slide
+    from tilepipe.inference.predict import predict_slide
 
     model = load_checkpoint(checkpoint)
     base = peak_rss()
@@ -247,8 +247,8 @@ def run_monai(store: Path, checkpoint: Path, out: Path, input_size: int, batch_s
     import torch.nn.functional as F
     from monai.inferers import sliding_window_inference
 
-    from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD
-    from tilepipe.store import SlideStore
+    from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from tilepipe.stores.slide import SlideStore
 
     model = load_checkpoint(checkpoint)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
@@ -342,7 +342,7 @@ def main() -> None:
             if kind not in best or run["seconds"] < best[kind]["seconds"]:
                 best[kind] = run
 
-    from tilepipe.probability import read_probability
+    from tilepipe.stores.probability import read_probability
 
     monai_mask = np.load(outputs["monai"]) >= 128
     agreement = {}

@@ -50,11 +50,11 @@ import tifffile
 from baselines.first_place_tiles import prepare_tiles
 from bench_rle import glomerulus_mask
 
-from tilepipe import rle
-from tilepipe.ingest import ingest_slide
-from tilepipe.ngff import write_slide_store
-from tilepipe.tile_index import build_tile_index, write_tile_index
-from tilepipe.tiff import SlideTiff
+from tilepipe.io import rle
+from tilepipe.data.ingest import ingest_slide
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.data.tile_index import build_tile_index, write_tile_index
+from tilepipe.io.tiff import SlideTiff
 
 DATA = Path(__file__).resolve().parent / "data"
 TIME_LAYOUTS = ["tiled-zlib", "tiled-lzw", "tiled-jpeg", "strip-raw", "strips-lzw"]
@@ -225,13 +225,13 @@ CHILD = """
 import sys
 from pathlib import Path
 kind, tiff, out, rle_file = sys.argv[1:5]
-from tilepipe.ingest import ingest_slide
+from tilepipe.data.ingest import ingest_slide
 if kind == "ingest":
     ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False)
 elif kind == "naive":
     import tifffile
-    from tilepipe import rle
-    from tilepipe.ngff import write_slide_store
+    from tilepipe.io import rle
+    from tilepipe.stores.ngff import write_slide_store
     pixels = tifffile.imread(tiff)
     mask = rle.decode(Path(rle_file).read_text(), pixels.shape[:2])
     write_slide_store(out, pixels.transpose(2, 0, 1), mask)
@@ -264,7 +264,7 @@ def peak_memory(size: int) -> list[str]:
     raw = size * size * 3
     out = DATA / "out" / "rss.zarr"
     imports, _ = child_peak_rss("imports", tiff, out, rle_file)
-    print(f"peak RSS of a child that only imports tilepipe.ingest: {imports / 2**20:,.0f} MiB", flush=True)
+    print(f"peak RSS of a child that only imports tilepipe.data.ingest: {imports / 2**20:,.0f} MiB", flush=True)
     rows = []
     for kind, label, target, ok in [
         ("ingest", "ingest_slide", "<= 25 % of raw", lambda f: f <= 0.25),

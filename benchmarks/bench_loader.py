@@ -1,10 +1,10 @@
-"""Training loader speed: tilepipe.loader against the 1st-place JPEG tiles and rasterio windows.
+"""Training loader speed: tilepipe.data.tile_dataset against the 1st-place JPEG tiles and rasterio windows.
 
 Builds one synthetic tissue-like slide (default 8192 x 8192) under
 ``benchmarks/data/loader/`` (generated, never committed; reused while its
 parameters match) and writes it three ways:
 
-- a slide store (``tilepipe.ngff.write_slide_store``, chunk ``--chunk``,
+- a slide store (``tilepipe.stores.ngff.write_slide_store``, chunk ``--chunk``,
   its codec), plus a re-chunked copy (``--variant``, default image chunks
   256, label chunks 512, the same codec);
 - 1024 px JPEG tiles + PNG masks, cut as the 1st place did
@@ -14,7 +14,7 @@ parameters match) and writes it three ways:
 
 The samples are epochs of the recipe: the slide's 1024 / 512-shift tile
 index, background dropped (``img_std > 10``), balanced by
-``tilepipe.sampler.sample_epoch``; the first ``--samples`` of as many epochs
+``tilepipe.data.sampler.sample_epoch``; the first ``--samples`` of as many epochs
 as needed, in shuffled order. Every loader reads the same samples into the
 same 320 px output with the same augmentations (seeded per sample alike),
 mask threshold and normalisation, in one process and one thread (torch,
@@ -54,22 +54,22 @@ from rasterio.windows import Window  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from zarr.codecs import BloscCodec, ZstdCodec  # noqa: E402
 
-from tilepipe.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed  # noqa: E402
-from tilepipe.loader import (  # noqa: E402
+from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed  # noqa: E402
+from tilepipe.data.preprocess import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TileDataset,
     auto_level,
     normalise,
     resize_image,
     resize_mask,
 )
-from tilepipe import chunks, ngff  # noqa: E402
-from tilepipe.ngff import write_slide_store  # noqa: E402
-from tilepipe.sampler import sample_epoch  # noqa: E402
+from tilepipe.data.tile_dataset import TileDataset  # noqa: E402
+from tilepipe.stores import chunks, ngff  # noqa: E402
+from tilepipe.stores.ngff import write_slide_store  # noqa: E402
+from tilepipe.data.sampler import sample_epoch  # noqa: E402
 from tilepipe.seeding import derive_seed  # noqa: E402
-from tilepipe.store import SlideStore, read_window  # noqa: E402
-from tilepipe.tile_index import build_tile_index  # noqa: E402
+from tilepipe.stores.slide import SlideStore, read_window  # noqa: E402
+from tilepipe.data.tile_index import build_tile_index  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "loader"
 SLIDE = "bench"
@@ -148,7 +148,7 @@ class RasterioTileDataset(Dataset):
 
     The datasets are opened once per process (rasterio handles cannot be
     pickled); windows past the border are clipped and zero-padded. After the
-    read everything is ``tilepipe.loader``'s, so a comparison measures the reads.
+    read everything is ``tilepipe.data.tile_dataset``'s, so a comparison measures the reads.
     """
 
     def __init__(self, tiles: pd.DataFrame, image_tiff: Path, mask_tiff: Path, input_size: int, augment=None,

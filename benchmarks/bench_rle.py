@@ -1,4 +1,4 @@
-"""RLE encode/decode: tilepipe.rle against article 001's mask2rle/rle2mask, side by side.
+"""RLE encode/decode: tilepipe.io.rle against article 001's mask2rle/rle2mask, side by side.
 
 Builds one glomerulus-like mask (filled ellipses 150-480 px across, ~9 %
 foreground), runs both implementations on it in this process, checks that
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from baselines.article001 import mask2rle, rle2mask
 
-from tilepipe import rle
+from tilepipe.io import rle
 
 
 def glomerulus_mask(size: int, foreground: float, seed: int) -> tuple[np.ndarray, int]:

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from tilepipe.dataset import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
-from tilepipe.demo import plan_demo
+from tilepipe.io.kaggle import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
+from tilepipe.demo.plan import plan_demo
 from tilepipe.provenance import provenance_path, script_code_hash
 
 IS_DEMO = config["data"]["root"] is None

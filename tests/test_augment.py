@@ -1,4 +1,4 @@
-"""Augmentation pipelines built from YAML-able specs (tilepipe.augment)."""
+"""Augmentation pipelines built from YAML-able specs (tilepipe.data.augment)."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tilepipe.augment import PRESETS, RECIPE_AUGMENTATIONS, build_augmentations, reseed
+from tilepipe.data.augment import PRESETS, RECIPE_AUGMENTATIONS, build_augmentations, reseed
 from tilepipe.errors import InputError
 
 

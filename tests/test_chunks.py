@@ -1,4 +1,4 @@
-"""Direct chunk-file reads (tilepipe.chunks) against zarr's own reads of the same arrays."""
+"""Direct chunk-file reads (tilepipe.stores.chunks) against zarr's own reads of the same arrays."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilepipe import chunks
-from tilepipe.chunks import ChunkFiles, fast_view, is_writer_format
+from tilepipe.stores import chunks
+from tilepipe.stores.chunks import ChunkFiles, fast_view, is_writer_format
 from tilepipe.errors import InputError
-from tilepipe.ngff import write_slide_store
-from tilepipe.store import SlideStore
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH, CHUNK = 203, 150, 32
 

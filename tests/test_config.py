@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from tests.conftest import REPO
 
-SCHEMA = str(REPO / "schemas/config.schema.yaml")
+SCHEMA = str(REPO / "tilepipe/config.schema.yaml")
 
 
 def defaults() -> dict:

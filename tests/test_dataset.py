@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tilepipe.dataset import KaggleDataset, check_id
+from tilepipe.io.kaggle import KaggleDataset, check_id
 from tilepipe.errors import InputError
 
 INFO_HEADER = "image_file,width_pixels,height_pixels,patient_number"

@@ -9,22 +9,24 @@ import numpy as np
 import pytest
 import tifffile
 
-from tilepipe.demo import (
-    DEFAULT_SETTINGS,
-    LAYOUTS,
-    UNLABELED_LAYOUTS,
-    DemoSlide,
-    demo_paths,
-    imread_shape,
-    plan_demo,
-    render_slide,
-    write_demo_slide,
-    write_demo_tables,
-    write_tiff,
-)
+from tilepipe.config import defaults
+from tilepipe.demo.plan import LAYOUTS, UNLABELED_LAYOUTS, DemoSlide, plan_demo
+from tilepipe.demo.render import render_slide
+from tilepipe.demo.write import demo_paths, write_demo_slide, write_demo_tables, write_tiff
 from tilepipe.errors import InputError
-from tilepipe.polygons import load_polygons, rasterize
-from tilepipe.rle import decode
+from tilepipe.io.polygons import load_polygons, rasterize
+from tilepipe.io.rle import decode
+
+def imread_shape(layout: str, height: int, width: int) -> tuple[int, ...]:
+    """Return the array shape ``tifffile.imread`` gives for an RGB slide written in ``layout``."""
+    if layout == "planar5d":
+        return (1, 1, 3, height, width)
+    if layout == "planar3":
+        return (3, height, width)
+    if layout in LAYOUTS:
+        return (height, width, 3)
+    raise ValueError(f"unknown layout {layout!r}")
+
 
 SMALL = {"height": 700, "width": 900}
 SEED = 11
@@ -60,7 +62,7 @@ def truth_mask(root: Path, slide: DemoSlide) -> np.ndarray:
 
 def test_plan_is_deterministic_with_valid_unique_ids():
     slides = plan_demo({}, 42)
-    assert slides == plan_demo(dict(DEFAULT_SETTINGS), 42)
+    assert slides == plan_demo(defaults("demo"), 42)
     assert all(re.fullmatch(r"[0-9a-f]{9}", s.id) for s in slides)
     assert len({s.id for s in slides}) == len(slides) == 11
     assert [s.index for s in slides] == list(range(11))
@@ -90,8 +92,9 @@ def test_plan_layouts_and_sizes():
     assert all(s.layout in UNLABELED_LAYOUTS for s in slides if s.split != "train")
     heights = [s.height for s in slides]
     widths = [s.width for s in slides]
-    assert all(2560 * 0.9 - 1 <= h <= 2560 * 1.1 + 1 for h in heights)
-    assert all(3072 * 0.9 - 1 <= w <= 3072 * 1.1 + 1 for w in widths)
+    height, width = defaults("demo")["height"], defaults("demo")["width"]
+    assert all(height * 0.9 - 1 <= h <= height * 1.1 + 1 for h in heights)
+    assert all(width * 0.9 - 1 <= w <= width * 1.1 + 1 for w in widths)
     assert len(set(heights)) > 5 and len(set(widths)) > 5
     assert any(h % 2 for h in heights) and any(w % 2 for w in widths)
     assert any(h % 2 == 0 for h in heights) and any(w % 2 == 0 for w in widths)

@@ -1,4 +1,4 @@
-"""Evaluation: streamed Dice counts, threshold sweep, Kaggle mean Dice, submission vs truth (tilepipe.evaluate)."""
+"""Evaluation: streamed Dice counts, threshold sweep, Kaggle mean Dice, submission vs truth (tilepipe.evaluation.dice)."""
 
 import numpy as np
 import pandas as pd
@@ -7,9 +7,9 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.errors import InputError
-from tilepipe.evaluate import (
+from tilepipe.evaluation.dice import (
     RunsRows,
     ValueHistogram,
     best_threshold,
@@ -27,8 +27,8 @@ from tilepipe.evaluate import (
     value_histogram,
     write_histogram,
 )
-from tilepipe.probability import foreground_cutoff, read_probability, write_probability
-from tilepipe.ngff import write_slide_store
+from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
+from tilepipe.stores.ngff import write_slide_store
 
 
 def brute_force_counts(probability: np.ndarray, truth: np.ndarray, cutoff: int) -> tuple[int, int, int]:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from tilepipe.errors import InputError
-from tilepipe.folds import make_folds, read_folds, write_folds
+from tilepipe.data.folds import make_folds, read_folds, write_folds
 
 SOURCE = "data/HuBMAP-20-dataset_information.csv"
 RECIPE_PATIENTS = [[63921], [68250], [65631], [67177]]

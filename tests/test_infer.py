@@ -1,4 +1,4 @@
-"""Whole-slide inference: window geometry (tilepipe.windows) and centre-crop stitching (tilepipe.infer)."""
+"""Whole-slide inference: window geometry (tilepipe.inference.windows) and centre-crop stitching (tilepipe.inference.predict)."""
 
 import numpy as np
 import pytest
@@ -7,13 +7,13 @@ import zarr
 from torch import nn
 
 from tilepipe.errors import InputError
-from tilepipe.infer import predict_slide
-from tilepipe.probability import read_probability
-from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD
+from tilepipe.inference.predict import predict_slide
+from tilepipe.stores.probability import read_probability
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.model import build_model
-from tilepipe.ngff import write_slide_store
-from tilepipe.store import read_window
-from tilepipe.windows import centre_grid, choose_read_level, choose_tissue_level
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.slide import read_window
+from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 
 ALL_FLIPS = ["none", "hflip", "vflip", "hvflip"]
 GLASS = (236, 234, 240)  # HSV saturation 6: background

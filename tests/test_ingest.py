@@ -10,13 +10,13 @@ import pytest
 import tifffile
 import zarr
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.errors import InputError
-from tilepipe.ingest import _prefetched, ingest_slide
-from tilepipe.ngff import max_2x2, mean_2x2
-from tilepipe.polygons import Polygon, load_polygons, rasterize, write_polygons
-from tilepipe.store import SlideStore
-from tilepipe.tiff import SlideTiff
+from tilepipe.data.ingest import _prefetched, ingest_slide
+from tilepipe.stores.ngff import max_2x2, mean_2x2
+from tilepipe.io.polygons import Polygon, load_polygons, rasterize, write_polygons
+from tilepipe.stores.slide import SlideStore
+from tilepipe.io.tiff import SlideTiff
 
 HEIGHT, WIDTH = 301, 437  # odd, and not a multiple of the tiles, strips or chunks below
 CHUNK = 64

@@ -1,4 +1,4 @@
-"""Training data loader over slide stores (tilepipe.loader)."""
+"""Training data loader over slide stores (tilepipe.data.tile_dataset)."""
 
 import pickle
 
@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from tilepipe.augment import RECIPE_AUGMENTATIONS, build_augmentations
+from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations
 from tilepipe.errors import InputError
-from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD, TileDataset, auto_level, make_loader
-from tilepipe.ngff import write_slide_store
-from tilepipe.store import SlideStore
-from tilepipe.tile_index import build_tile_index
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level
+from tilepipe.data.tile_dataset import TileDataset, make_loader
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.slide import SlideStore
+from tilepipe.data.tile_index import build_tile_index
 
 HEIGHT, WIDTH = 600, 700
 TILE, INPUT = 256, 80  # 3.2x, as the recipe's 1024 -> 320

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tilepipe.errors import InputError
-from tilepipe.losses import SegmentationLoss, lovasz_hinge
+from tilepipe.model.losses import SegmentationLoss, lovasz_hinge
 
 LN2 = math.log(2)
 

@@ -1,11 +1,14 @@
 import itertools
+from pathlib import Path
 import socket
 import urllib.error
 
 import pytest
+import yaml
 import torch
 import torchvision
 
+from tilepipe.config import defaults
 from tilepipe.errors import InputError
 from tilepipe.model.encoders import DOWNLOAD_TIMEOUT
 from tilepipe.model import (
@@ -29,6 +32,8 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/hubmap_1st_place.yaml").read_text())["model"]
 
 
 def images(batch: int = 2, size: int = 64, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -67,7 +72,7 @@ def test_output_shapes_for_every_switch_combination(switches):
 
 
 def test_recipe_decoder_layout_on_resnet34():
-    model = build_model({"encoder": "resnet34"})
+    model = build_model({"encoder": "resnet34", "center_channels": 512, "decoder_channels": 64})
     assert [block.conv1.in_channels for block in model.decoder.blocks] == [512 + 512, 256 + 64, 128 + 64, 64 + 64, 64]
     assert model.decoder.center.out_channels == 512
     assert model.segmentation_head.layers[0].in_channels == 5 * 64
@@ -83,9 +88,14 @@ def test_se_resnext50_builds_and_runs():
     assert outputs["logits"].shape == (2, 1, 64, 64) and len(outputs["deep"]) == 4 and outputs["clf"].shape == (2, 1)
 
 
-def test_se_resnext101_is_the_default_encoder():
+def test_missing_settings_take_the_schema_defaults():
+    assert DEFAULT_SETTINGS == defaults("model")
     model = build_model({}).eval()
-    assert DEFAULT_SETTINGS["encoder"] == "se_resnext101_32x4d"
+    assert model.encoder.out_channels[-1] == 512  # the schema's (demo) encoder, resnet18
+
+
+def test_the_recipe_network_is_se_resnext101():
+    model = build_model({**RECIPE_MODEL, "encoder_weights": None}).eval()
     assert len(model.encoder.stages[3]) == 23  # layer3 of the 101-layer variant
     outputs = run(model, images(batch=1, size=64))
     assert outputs["logits"].shape == (1, 1, 64, 64)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from tilepipe.ngff import level_shapes, max_2x2, mean_2x2, write_labels, write_slide_store
-from tilepipe.store import SlideStore
+from tilepipe.stores.ngff import level_shapes, max_2x2, mean_2x2, write_labels, write_slide_store
+from tilepipe.stores.slide import SlideStore
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:

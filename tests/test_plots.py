@@ -1,15 +1,15 @@
-"""Figures: each writes a PNG whose pixels depend on its input (tilepipe.plots)."""
+"""Figures: each writes a PNG whose pixels depend on its input (tilepipe.evaluation.plots)."""
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from tilepipe import rle
-from tilepipe.evaluate import RunsRows
-from tilepipe.probability import read_probability, write_probability
-from tilepipe.ngff import write_slide_store
-from tilepipe.plots import (
+from tilepipe.io import rle
+from tilepipe.evaluation.dice import RunsRows
+from tilepipe.stores.probability import read_probability, write_probability
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.evaluation.plots import (
     PREDICTION_RGB,
     TRUTH_RGB,
     plot_overlay,
@@ -107,7 +107,7 @@ def test_threshold_sweep_depends_on_the_curves(tmp_path):
 
 @pytest.mark.parametrize("shape, step", [((37, 29), 4), ((64, 64), 8), ((5, 3), 1)])
 def test_strided_mask_equals_numpy_striding(shape, step, monkeypatch):
-    monkeypatch.setattr("tilepipe.plots.BAND_PIXELS", 50)  # many bands of a few rows
+    monkeypatch.setattr("tilepipe.evaluation.plots.BAND_PIXELS", 50)  # many bands of a few rows
     values = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     assert np.array_equal(strided_mask(values, step, 128), (values[::step, ::step] >= 128).astype(np.uint8))
 

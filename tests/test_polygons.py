@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tilepipe.errors import InputError
-from tilepipe.polygons import Polygon, load_polygons, rasterize, write_polygons
+from tilepipe.io.polygons import Polygon, load_polygons, rasterize, write_polygons
 
 
 def feature(coordinates, kind="Polygon", name="glomerulus"):

@@ -1,4 +1,4 @@
-"""Probability stores (tilepipe.probability): format, cutoffs, errors, and no torch import."""
+"""Probability stores (tilepipe.stores.probability): format, cutoffs, errors, and no torch import."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 import zarr
 
 from tilepipe.errors import InputError
-from tilepipe.probability import foreground_cutoff, read_probability, write_probability
+from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
 
 
 def test_cutoff_is_the_threshold_in_stored_units_rounded_half_up():
@@ -45,7 +45,7 @@ def test_bad_stores_name_the_path(tmp_path):
 
 
 def test_rules_that_only_read_predictions_do_not_import_torch():
-    modules = "tilepipe.probability, tilepipe.submission, tilepipe.pseudo, tilepipe.evaluate, tilepipe.plots"
+    modules = "tilepipe.stores.probability, tilepipe.evaluation.submission, tilepipe.inference.pseudo, tilepipe.evaluation.dice, tilepipe.evaluation.plots"
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_closure_follows_imports():
-    files = {p.name for p in provenance.module_closure(["tilepipe.dataset"])}
-    assert {"dataset.py", "errors.py"} <= files
+    files = {p.name for p in provenance.module_closure(["tilepipe.io.kaggle"])}
+    assert {"kaggle.py", "errors.py"} <= files
     assert "rle.py" not in files
 
 
@@ -46,10 +46,10 @@ def test_parent_packages_are_in_the_closure():
 
 def test_script_code_hash_follows_the_scripts_imports(tmp_path):
     script = tmp_path / "job.py"
-    script.write_text("import sys\nfrom tilepipe.folds import read_folds\nfrom tilepipe.rle import encode\n")
-    assert provenance.script_modules(script) == ["tilepipe.folds", "tilepipe.folds.read_folds", "tilepipe.rle",
-                                                 "tilepipe.rle.encode"]
-    assert provenance.script_code_hash(script) == provenance.code_hash(["tilepipe.folds", "tilepipe.rle"])
+    script.write_text("import sys\nfrom tilepipe.data.folds import read_folds\nfrom tilepipe.io.rle import encode\n")
+    assert provenance.script_modules(script) == ["tilepipe.data.folds", "tilepipe.data.folds.read_folds", "tilepipe.io.rle",
+                                                 "tilepipe.io.rle.encode"]
+    assert provenance.script_code_hash(script) == provenance.code_hash(["tilepipe.data.folds", "tilepipe.io.rle"])
     script.write_text("import numpy\n")
     with pytest.raises(ValueError, match="imports nothing"):
         provenance.script_code_hash(script)

@@ -54,10 +54,10 @@ def _epoch_samples(run: Path, stage: str, fold: int) -> list[pd.DataFrame]:
     Tile indices are concatenated in the order the train rule lists them
     (the demo plan's order of train, then test and external slides).
     """
-    from tilepipe.demo import plan_demo
-    from tilepipe.folds import read_folds
-    from tilepipe.sampler import sample_epoch
-    from tilepipe.train import fold_inputs
+    from tilepipe.demo.plan import plan_demo
+    from tilepipe.data.folds import read_folds
+    from tilepipe.data.sampler import sample_epoch
+    from tilepipe.training.trainer import fold_inputs
 
     def record(artifact: str) -> dict:
         return json.loads((run / f"{artifact}{SUFFIX}").read_text())["params"]

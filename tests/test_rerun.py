@@ -145,7 +145,7 @@ def rules_importing(repo: Path, module_file: Path) -> set[str]:
 
 
 def test_code_edit_reruns_exactly_the_rules_that_import_it(run, tmp_path):
-    """Edit tilepipe/tile_index.py in a copy of the workflow; the finished run sees the copy's code."""
+    """Edit tilepipe/data/tile_index.py in a copy of the workflow; the finished run sees the copy's code."""
     repo = tmp_path / "repo"
     for name in WORKFLOW_FILES:
         source = REPO / name
@@ -154,7 +154,7 @@ def test_code_edit_reruns_exactly_the_rules_that_import_it(run, tmp_path):
         else:
             repo.mkdir(exist_ok=True)
             shutil.copy2(source, repo / name)
-    module = repo / "tilepipe/tile_index.py"
+    module = repo / "tilepipe/data/tile_index.py"
     # A new constant: a change of the module's behaviour, not only of its text.
     module.write_text(module.read_text() + "\n_EDITED_BY_TEST_RERUN = True\n")
     expected = rules_importing(repo, module) & set(jobs_by_rule(run))

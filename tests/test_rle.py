@@ -1,4 +1,4 @@
-"""Kaggle RLE: tilepipe.rle against a plain pixel-loop reference, edge cases, errors, memory."""
+"""Kaggle RLE: tilepipe.io.rle against a plain pixel-loop reference, edge cases, errors, memory."""
 
 import tracemalloc
 from unittest import mock
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.errors import InputError
 
 SETTINGS = settings(max_examples=300, deadline=None)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tilepipe.errors import InputError
-from tilepipe.sampler import sample_epoch, training_tiles, validation_tiles
+from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
 
 
 def tiles_with_bins(bin_counts: dict[int, int], slide: str = "a") -> pd.DataFrame:
@@ -81,7 +81,7 @@ def test_sampling_is_a_pure_function_of_seed_fold_epoch():
 def test_sampling_is_deterministic_across_processes():
     code = (
         "import numpy as np, pandas as pd\n"
-        "from tilepipe.sampler import sample_epoch\n"
+        "from tilepipe.data.sampler import sample_epoch\n"
         "b = np.repeat([0, 1, 2, 3, 4], [300, 60, 50, 40, 30])\n"
         "t = pd.DataFrame({'slide': 'a', 'y': np.arange(b.size), 'binned': b, 'is_masked': b > 0})\n"
         "print(list(sample_epoch(t, epoch=2, seed=9, fold=3)['y']))\n"

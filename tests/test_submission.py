@@ -1,4 +1,4 @@
-"""Submission: streamed RLE of probability stores (tilepipe.submission)."""
+"""Submission: streamed RLE of probability stores (tilepipe.evaluation.submission)."""
 
 import tempfile
 from pathlib import Path
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.errors import InputError
-from tilepipe.probability import foreground_cutoff, write_probability
-from tilepipe.submission import encode_prediction, write_submission
+from tilepipe.stores.probability import foreground_cutoff, write_probability
+from tilepipe.evaluation.submission import encode_prediction, write_submission
 
 
 def probability_of(mask: np.ndarray, seed: int = 0) -> np.ndarray:

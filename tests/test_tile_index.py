@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from tilepipe.errors import InputError
-from tilepipe.ngff import write_slide_store
-from tilepipe.store import SlideStore, read_window
-from tilepipe.tile_index import COLUMNS, DEFAULT_SATURATION_THRESHOLD, build_tile_index, write_tile_index
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.slide import SlideStore, read_window
+from tilepipe.data.tile_index import COLUMNS, DEFAULT_SATURATION_THRESHOLD, build_tile_index, write_tile_index
 
 GLASS = (245, 244, 246)
 PINK = (215, 140, 185)

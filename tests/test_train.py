@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from tilepipe.demo import plan_demo, render_slide
+from tilepipe.demo.plan import plan_demo
+from tilepipe.demo.render import render_slide
 from tilepipe.errors import InputError
 from tilepipe.model import load_checkpoint
-from tilepipe.ngff import write_slide_store
-from tilepipe.tile_index import build_tile_index
-from tilepipe import train as train_module
-from tilepipe.train import train_fold
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.data.tile_index import build_tile_index
+from tilepipe.training import trainer as train_module
+from tilepipe.training.trainer import train_fold
 
 SETTINGS = {
     "seed": 3,

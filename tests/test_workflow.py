@@ -10,7 +10,7 @@ import yaml
 from tests.conftest import REPO, TINY, run_snakemake, scheduled_jobs, scheduled_rules
 from tilepipe import provenance
 from tilepipe.provenance import provenance_path
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
 pytestmark = pytest.mark.slow
 

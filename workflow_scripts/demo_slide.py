@@ -6,7 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
-from tilepipe.demo import plan_demo, write_demo_slide
+from tilepipe.demo.plan import plan_demo
+from tilepipe.demo.write import write_demo_slide
 from tilepipe.provenance import record_job
 
 slides = {s.id: s for s in plan_demo(snakemake.params.demo, snakemake.params.seed)}

@@ -6,7 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
-from tilepipe.demo import plan_demo, write_demo_tables
+from tilepipe.demo.plan import plan_demo
+from tilepipe.demo.write import write_demo_tables
 from tilepipe.provenance import record_job
 
 write_demo_tables(

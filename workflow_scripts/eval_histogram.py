@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from tilepipe.evaluate import slide_histogram, write_histogram
+from tilepipe.evaluation.dice import slide_histogram, write_histogram
 from tilepipe.provenance import record_job
 
 histogram = slide_histogram(snakemake.input.prediction, snakemake.input.store)

@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd
 
-from tilepipe.plots import plot_slide_dice
+from tilepipe.evaluation.plots import plot_slide_dice
 from tilepipe.provenance import record_job
 
 table = pd.read_csv(snakemake.input[0], dtype={"slide": str})

@@ -4,11 +4,11 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from tilepipe.evaluate import read_truth_rows
-from tilepipe.plots import plot_overlay
-from tilepipe.probability import foreground_cutoff, read_probability
+from tilepipe.evaluation.dice import read_truth_rows
+from tilepipe.evaluation.plots import plot_overlay
+from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.provenance import record_job
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
 slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
 store = SlideStore(snakemake.input.store)

@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd
 
-from tilepipe.plots import plot_threshold_sweep
+from tilepipe.evaluation.plots import plot_threshold_sweep
 from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages

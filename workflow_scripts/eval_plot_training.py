@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from tilepipe.plots import plot_training_curves
+from tilepipe.evaluation.plots import plot_training_curves
 from tilepipe.provenance import record_job
 
 metrics = {int(re.search(r"/fold(\d+)/", p).group(1)): pd.read_csv(p) for p in snakemake.input}

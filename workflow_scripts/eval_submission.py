@@ -6,9 +6,9 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
-from tilepipe.evaluate import submission_dice, write_csv
+from tilepipe.evaluation.dice import submission_dice, write_csv
 from tilepipe.provenance import record_job
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
 shapes = {Path(p).stem: SlideStore(p).shape for p in snakemake.input.stores}
 table = submission_dice(snakemake.input.submission, snakemake.input.truth, shapes)

@@ -8,8 +8,8 @@ import logging
 
 import torch
 
-from tilepipe.folds import read_folds
-from tilepipe.infer import predict_slide
+from tilepipe.data.folds import read_folds
+from tilepipe.inference.predict import predict_slide
 from tilepipe.model import load_checkpoint
 from tilepipe.provenance import record_job
 

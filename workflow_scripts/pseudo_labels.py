@@ -5,7 +5,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from tilepipe.provenance import record_job
-from tilepipe.pseudo import write_pseudo_labels
+from tilepipe.inference.pseudo import write_pseudo_labels
 
 pixels = write_pseudo_labels(
     snakemake.input.store, snakemake.input.prediction, snakemake.output[0], snakemake.params.threshold

@@ -7,7 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 from pathlib import Path
 
 from tilepipe.provenance import record_job
-from tilepipe.submission import write_submission
+from tilepipe.evaluation.submission import write_submission
 
 write_submission(
     snakemake.input.sample,

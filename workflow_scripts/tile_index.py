@@ -5,7 +5,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from tilepipe.provenance import record_job
-from tilepipe.tile_index import build_tile_index, write_tile_index
+from tilepipe.data.tile_index import build_tile_index, write_tile_index
 
 tiles = snakemake.params.tiles
 pseudo = "labels" in snakemake.input.keys()

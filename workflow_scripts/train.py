@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tilepipe.folds import read_folds
+from tilepipe.data.folds import read_folds
 from tilepipe.provenance import record_job
-from tilepipe.train import train_fold
+from tilepipe.training.trainer import train_fold
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 torch.set_num_threads(max(1, snakemake.threads - snakemake.config["train"]["num_workers"]))

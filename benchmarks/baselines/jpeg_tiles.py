@@ -8,8 +8,8 @@ once, written with ``cv2.imwrite`` and read back per sample with
 ``cv2.INTER_AREA``. The original kept masks as pickled RLE strings; here
 they are PNG files (``cv2.imread`` grayscale), as DESIGN section 7 states the
 baseline. Everything after the read (mask threshold, augmentations and their
-per-sample seeds, normalisation, output dict) is ``tilepipe.loader``'s, so a
-comparison with :class:`tilepipe.loader.TileDataset` measures the storage.
+per-sample seeds, normalisation, output dict) is ``tilepipe.data.tile_dataset``'s, so a
+comparison with :class:`tilepipe.data.tile_dataset.TileDataset` measures the storage.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from tilepipe.augment import reseed
-from tilepipe.loader import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_mask
+from tilepipe.data.augment import reseed
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_mask
 from tilepipe.seeding import derive_seed
-from tilepipe.store import read_window
+from tilepipe.stores.slide import read_window
 
 
 def tile_stem(slide: str, y: int, x: int, size: int) -> str:
@@ -49,7 +49,7 @@ def write_tiles(image_cyx: np.ndarray, mask_yx: np.ndarray, slide: str, tiles: p
 
 
 class JpegTileDataset(Dataset):
-    """Samples read from per-tile JPEG/PNG files; items as ``tilepipe.loader.TileDataset``'s."""
+    """Samples read from per-tile JPEG/PNG files; items as ``tilepipe.data.tile_dataset.TileDataset``'s."""
 
     def __init__(self, tiles: pd.DataFrame, tile_dir: str | os.PathLike, input_size: int, augment=None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0, epoch: int = 0):

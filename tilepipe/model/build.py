@@ -5,23 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tilepipe.config import defaults
 from tilepipe.errors import InputError
 from tilepipe.model.decoder import UnetDecoder
 from tilepipe.model.encoders import build_encoder, check_encoder_name
 from tilepipe.model.heads import ClassificationHead, DeepSupervisionHeads, FinestMapHead, HypercolumnHead
 from tilepipe.model.unet import Unet
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "encoder": "se_resnext101_32x4d",
-    "encoder_weights": None,  # None, "imagenet" or the path of a state dict of the original backbone
-    "in_channels": 3,
-    "center_channels": 512,
-    "decoder_channels": 64,
-    "cbam": True,
-    "hypercolumns": True,
-    "deep_supervision": True,
-    "clf_head": True,
-}
+# The schema's ``model`` defaults (the demo's network); the recipe's is in configs/hubmap_1st_place.yaml.
+DEFAULT_SETTINGS: dict[str, Any] = defaults("model")
 _POSITIVE_INTS = ("in_channels", "center_channels", "decoder_channels")
 _FLAGS = ("cbam", "hypercolumns", "deep_supervision", "clf_head")
 
@@ -31,7 +23,7 @@ def _invalid(key: str, problem: str) -> InputError:
 
 
 def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Return ``settings`` completed with DEFAULT_SETTINGS, in their key order, paths as str.
+    """Return ``settings`` completed with the schema's defaults (DEFAULT_SETTINGS), in their key order, paths as str.
 
     Raises InputError for an unknown key, an unknown encoder or a value of the wrong type.
     """

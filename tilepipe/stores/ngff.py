@@ -27,8 +27,8 @@ import numpy as np
 import zarr
 
 from tilepipe.atomic import atomic_output
-from tilepipe.chunks import CHUNK_ENCODER, CODEC, is_writer_format
-from tilepipe.store import LABEL_NAME
+from tilepipe.stores.chunks import CHUNK_ENCODER, CODEC, is_writer_format
+from tilepipe.stores.slide import LABEL_NAME
 
 NGFF_VERSION = "0.5"
 RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
@@ -321,7 +321,7 @@ def write_slide_store(
 ) -> None:
     """Write an in-memory ``(3, y, x)`` uint8 image (and ``(y, x)`` mask) as a slide store.
 
-    Same format as :func:`tilepipe.ingest.ingest_slide` writes; meant for
+    Same format as :func:`tilepipe.data.ingest.ingest_slide` writes; meant for
     small arrays (tests, demo data). Any non-zero label is foreground (stored
     as 1); ``labels_yx=None`` writes no labels group (an unlabeled slide).
     The store appears at ``out_path`` atomically.

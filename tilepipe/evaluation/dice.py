@@ -1,8 +1,8 @@
 """Dice of predictions against the truth: per slide, per fold, per stage, and of the submission.
 
-A probability store (:mod:`tilepipe.infer`) holds ``v = round(p * 255)``;
+A probability store (:mod:`tilepipe.inference.predict`) holds ``v = round(p * 255)``;
 its mask at threshold ``t`` is ``v >= foreground_cutoff(t)``
-(:mod:`tilepipe.submission`). One streamed pass over a slide gives its
+(:mod:`tilepipe.evaluation.submission`). One streamed pass over a slide gives its
 Dice at every cutoff: for each row band, a 256-bin histogram of the stored
 values of all pixels and one of the pixels the truth marks foreground
 (:class:`ValueHistogram`). Suffix sums of the two are the predicted and
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.probability import PROBABILITY_SCALE, foreground_cutoff, read_probability
-from tilepipe.store import SlideStore
+from tilepipe.stores.probability import PROBABILITY_SCALE, foreground_cutoff, read_probability
+from tilepipe.stores.slide import SlideStore
 
 __all__ = [
     "SWEEP_CUTOFFS",
@@ -212,7 +212,7 @@ def threshold_sweep(histograms: Mapping[str, ValueHistogram], cutoffs: np.ndarra
     """Return the Dice of the slides ``histograms`` (id -> histogram) at every cutoff.
 
     Columns: ``cutoff`` (stored value), ``threshold`` (``cutoff / 255``
-    to 4 decimals, which :func:`~tilepipe.submission.foreground_cutoff`
+    to 4 decimals, which :func:`~tilepipe.evaluation.submission.foreground_cutoff`
     maps back to ``cutoff``), ``mean_dice`` (mean of per-slide Dice, the
     Kaggle score) and ``global_dice`` (all slides' pixels pooled).
     """
@@ -257,7 +257,7 @@ def evaluation_threshold(sweep: pd.DataFrame, mode: str, configured: float) -> f
 def slide_dice(histograms: Mapping[str, ValueHistogram], folds: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Return the Dice of each slide of ``histograms`` at ``threshold`` and at its own best threshold.
 
-    ``folds``: :func:`tilepipe.folds.read_folds` table; every slide must
+    ``folds``: :func:`tilepipe.data.folds.read_folds` table; every slide must
     be in it (ValueError otherwise). Columns: :data:`SLIDE_COLUMNS`
     (pixel counts at ``threshold``; ``best_threshold`` ties go to the one
     nearest ``threshold``), sorted by fold, then slide.
@@ -292,7 +292,7 @@ def rle_dice_counts(predicted: rle.Runs, truth: rle.Runs) -> dict[str, int]:
     """Return the ``intersection``, ``predicted`` and ``truth`` pixel counts of two masks given as runs.
 
     Exact and without decoding: the intersection is the length covered by
-    both run lists (each sorted and disjoint, as :func:`tilepipe.rle.parse`
+    both run lists (each sorted and disjoint, as :func:`tilepipe.io.rle.parse`
     guarantees). The shapes must match (ValueError).
     """
     if predicted.shape != truth.shape:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from tilepipe.errors import InputError
-from tilepipe.loader import auto_level
+from tilepipe.data.preprocess import auto_level
 
 __all__ = ["CentreGrid", "Window", "centre_grid", "choose_read_level", "choose_tissue_level"]
 
@@ -113,7 +113,7 @@ def choose_read_level(grid: CentreGrid, input_size: int, n_levels: int, read_lev
     """Return the pyramid level that windows are read from.
 
     ``"auto"``: the level training reads tiles of ``tile_size`` from
-    (:func:`tilepipe.loader.auto_level`), lowered until its downsample
+    (:func:`tilepipe.data.preprocess.auto_level`), lowered until its downsample
     ``2^l`` divides the window side, the centre side and the margin, so
     that windows start and end on whole pixels of that level. An integer
     level must satisfy the same and exist (InputError otherwise).

@@ -1,12 +1,12 @@
-"""Training data loader: tiles read from slide stores, resized, augmented, normalised.
+"""The torch Dataset and DataLoader of training: tiles read from slide stores, resized, augmented, normalised.
 
 A sample is one row of a tile table (a tile index or an epoch's sample of
-it, ``tilepipe.sampler``): the ``size`` x ``size`` level-0 window at
+it, ``tilepipe.data.sampler``): the ``size`` x ``size`` level-0 window at
 ``(y, x)`` of slide ``slide``, zero-filled past the slide's border, resized
 to ``input_size`` x ``input_size`` with ``cv2.INTER_AREA``.
 
 The image is read from the pyramid level nearest the model's scale (see
-:func:`auto_level`), so a 1024 px tile trained at 320 px costs a 512 px
+:func:`tilepipe.data.preprocess.auto_level`), so a 1024 px tile trained at 320 px costs a 512 px
 read; the mask is read at level 0 (it compresses well and its empty chunks
 are not stored) and thresholded at 0.5 after resizing. Tiles whose
 ``mask_area`` (a tile index column) is 0 get an empty mask without a read.
@@ -18,50 +18,24 @@ workers and the order in which they load samples.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 
 import albumentations as A
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tilepipe.augment import reseed
+from tilepipe.data.augment import reseed
 from tilepipe.errors import InputError
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level, normalisation, normalise, resize_image, resize_mask
 from tilepipe.seeding import derive_seed
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "TileDataset",
-    "auto_level",
-    "make_loader",
-    "normalisation",
-    "normalise",
-    "resize_image",
-    "resize_mask",
-    "seed_worker",
-]
+__all__ = ["TileDataset", "make_loader", "seed_worker"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TILE_COLUMNS = ("slide", "y", "x", "size")
-
-
-def auto_level(tile_size: int, input_size: int, n_levels: int) -> int:
-    """Return the coarsest pyramid level that still holds ``input_size`` pixels per tile side.
-
-    That is the largest ``l < n_levels`` with ``tile_size / 2**l >= input_size``
-    (0 if even level 0 has fewer), e.g. 1 for a 1024 px tile at 320 px.
-    """
-    level = 0
-    while level + 1 < n_levels and tile_size / 2 ** (level + 1) >= input_size:
-        level += 1
-    return level
 
 
 class TileDataset(Dataset):
@@ -71,9 +45,9 @@ class TileDataset(Dataset):
     pixels); with a ``mask_area`` column, tiles where it is 0 are taken to
     have an empty mask and their labels are not read. ``stores`` maps each
     slide id to its slide store path; ``labels`` maps the slides whose mask
-    lives in a pseudo-label store (:mod:`tilepipe.pseudo`) to that store.
+    lives in a pseudo-label store (:mod:`tilepipe.inference.pseudo`) to that store.
     ``level`` is a pyramid level to read images from, or ``"auto"`` for
-    :func:`auto_level` of each tile. ``augment`` (an albumentations pipeline
+    :func:`tilepipe.data.preprocess.auto_level` of each tile. ``augment`` (an albumentations pipeline
     taking a (y, x, c) uint8 ``image`` and a (y, x) uint8 ``mask``) runs on
     uint8 before normalisation; it is reseeded for every sample from
     ``(seed, epoch, index)``.
@@ -186,66 +160,6 @@ class TileDataset(Dataset):
             "y": int(self.ys[index]),
             "x": int(self.xs[index]),
         }
-
-
-def resize_image(image_cyx: np.ndarray, size: int) -> np.ndarray:
-    """Return a (c, y, x) uint8 image resized to (size, size, c) with ``cv2.INTER_AREA``.
-
-    Resizes the channel planes one by one (no transposed copy of the large
-    input) and interleaves the small results.
-    """
-    if image_cyx.shape[1:] == (size, size):
-        return np.ascontiguousarray(image_cyx.transpose(1, 2, 0))
-    return cv2.merge([cv2.resize(plane, (size, size), interpolation=cv2.INTER_AREA) for plane in image_cyx])
-
-
-def resize_mask(mask_yx: np.ndarray, size: int) -> np.ndarray:
-    """Return a (y, x) 0/1 uint8 mask resized to (size, size) uint8 0/1.
-
-    A pixel is 1 when at least half of the area it covers is foreground:
-    ``cv2.INTER_AREA`` of the mask scaled to 0/255, then >= 128 (127.5
-    rounds to 128). When shrinking, only the rows and columns of whole
-    resampling periods (``n / gcd(n, size)`` input pixels map onto
-    ``size / gcd(n, size)`` output pixels) that hold foreground are
-    resized; the result is the same as resizing the whole mask.
-    """
-    rows = np.flatnonzero(mask_yx.any(axis=1))
-    if rows.size == 0:
-        return np.zeros((size, size), dtype=np.uint8)
-    height, width = mask_yx.shape
-    if height < size or width < size:
-        resized = cv2.resize(mask_yx * np.uint8(255), (size, size), interpolation=cv2.INTER_AREA)
-        return (resized >= 128).view(np.uint8)
-    cols = np.flatnonzero(mask_yx.any(axis=0))
-    in_y, out_y = height // math.gcd(height, size), size // math.gcd(height, size)
-    in_x, out_x = width // math.gcd(width, size), size // math.gcd(width, size)
-    y0, y1 = rows[0] // in_y, rows[-1] // in_y + 1
-    x0, x1 = cols[0] // in_x, cols[-1] // in_x + 1
-    band = mask_yx[y0 * in_y : y1 * in_y, x0 * in_x : x1 * in_x] * np.uint8(255)
-    resized = cv2.resize(band, ((x1 - x0) * out_x, (y1 - y0) * out_y), interpolation=cv2.INTER_AREA)
-    out = np.zeros((size, size), dtype=np.uint8)
-    out[y0 * out_y : y1 * out_y, x0 * out_x : x1 * out_x] = resized >= 128
-    return out
-
-
-def normalisation(
-    mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(scale, offset)``, float32 per channel, that map uint8 pixels ``v`` to ``(v / 255 - mean) / std``."""
-    std_array = np.asarray(std, dtype=np.float32)
-    scale = (1 / (255 * std_array)).astype(np.float32)
-    offset = (-np.asarray(mean, dtype=np.float32) / std_array).astype(np.float32)
-    return scale, offset
-
-
-def normalise(image_yxc: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Return ``image_yxc * scale + offset`` per channel as a (c, y, x) float32 array."""
-    height, width, channels = image_yxc.shape
-    out = np.empty((channels, height, width), dtype=np.float32)
-    for c in range(channels):
-        np.multiply(image_yxc[..., c], scale[c], out=out[c], dtype=np.float32)
-        out[c] += offset[c]
-    return out
 
 
 def seed_worker(worker_id: int) -> None:

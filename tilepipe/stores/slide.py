@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from tilepipe.chunks import fast_view
+from tilepipe.stores.chunks import fast_view
 from tilepipe.errors import InputError
 
 LABEL_NAME = "glomeruli"
@@ -33,7 +33,7 @@ class SlideStore:
     Cheap to construct; zarr arrays are opened on first use, so a store can
     be created in the parent process and used in DataLoader workers.
     ``labels_path`` takes the labels from another store with the same
-    ``labels/glomeruli`` layout instead (pseudo-labels, :mod:`tilepipe.pseudo`).
+    ``labels/glomeruli`` layout instead (pseudo-labels, :mod:`tilepipe.inference.pseudo`).
     """
 
     def __init__(self, path: str | os.PathLike, labels_path: str | os.PathLike | None = None):

@@ -1,13 +1,13 @@
 """The Kaggle submission: probability stores -> thresholded masks -> RLE, streamed column block by column block.
 
-A probability store (:mod:`tilepipe.infer`) holds ``v = round(p * 255)``.
+A probability store (:mod:`tilepipe.inference.predict`) holds ``v = round(p * 255)``.
 A pixel is foreground when ``v >= foreground_cutoff(threshold)``, the
 cutoff being ``threshold * 255`` rounded half up: for the recipe's 0.5 the
 cutoff is 128, and ``v >= 128`` holds exactly when ``p >= 0.5`` (127.5
 rounds to the even 128); for other thresholds it is ``p >= threshold`` up
 to half a step of 1/255.
 
-Kaggle's RLE numbers pixels column by column (:mod:`tilepipe.rle`), so a
+Kaggle's RLE numbers pixels column by column (:mod:`tilepipe.io.rle`), so a
 mask is encoded from blocks of whole columns (all rows, a few chunks wide,
 at most ``block_bytes`` of probability): runs are found within each block
 and a run that ends at the bottom of a block's last column and goes on at
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tilepipe import rle
+from tilepipe.io import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.probability import foreground_cutoff, read_probability
+from tilepipe.stores.probability import foreground_cutoff, read_probability
 
 __all__ = ["BLOCK_BYTES", "encode_prediction", "write_submission"]
 
@@ -40,7 +40,7 @@ def encode_prediction(
 ) -> str:
     """Return the Kaggle RLE of the probability store's mask at ``threshold`` (see the module docstring).
 
-    Equal to ``tilepipe.rle.encode(probability >= foreground_cutoff(threshold))``;
+    Equal to ``tilepipe.io.rle.encode(probability >= foreground_cutoff(threshold))``;
     reads column blocks of at most ``block_bytes`` (at least one chunk wide).
     """
     cutoff = foreground_cutoff(threshold)

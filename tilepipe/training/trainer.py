@@ -31,14 +31,14 @@ import pandas as pd
 import torch
 
 from tilepipe.atomic import atomic_output
-from tilepipe.augment import PRESETS, build_augmentations
+from tilepipe.data.augment import PRESETS, build_augmentations
 from tilepipe.errors import InputError
-from tilepipe.loader import TileDataset, make_loader
-from tilepipe.losses import SegmentationLoss
+from tilepipe.data.tile_dataset import TileDataset, make_loader
+from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model import build_model, read_checkpoint, save_checkpoint
 from tilepipe.model.build import resolve_settings
 from tilepipe.model.state_dicts import load_state_dict_checked
-from tilepipe.sampler import sample_epoch, training_tiles, validation_tiles
+from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
 from tilepipe.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)

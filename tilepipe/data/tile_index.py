@@ -24,7 +24,7 @@ import pandas as pd
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
 __all__ = ["COLUMNS", "DEFAULT_SATURATION_THRESHOLD", "build_tile_index", "write_tile_index"]
 

@@ -18,9 +18,9 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.probability import foreground_cutoff, read_probability
-from tilepipe.ngff import create_label_levels, list_label
-from tilepipe.store import LABEL_NAME, SlideStore
+from tilepipe.stores.probability import foreground_cutoff, read_probability
+from tilepipe.stores.ngff import create_label_levels, list_label
+from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
 
 def write_pseudo_labels(

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from tilepipe.atomic import atomic_output
-from tilepipe.store import SlideStore
+from tilepipe.stores.slide import SlideStore
 
 __all__ = [
     "PREDICTION_RGB",
@@ -80,7 +80,7 @@ def plot_training_curves(metrics: Mapping[int, pd.DataFrame], out_png: str | os.
 def plot_slide_dice(table: pd.DataFrame, out_png: str | os.PathLike, title: str) -> None:
     """Bar chart of each slide's Dice at the evaluation threshold, coloured by fold, with its best Dice marked.
 
-    ``table``: a :func:`tilepipe.evaluate.slide_dice` table.
+    ``table``: a :func:`tilepipe.evaluation.dice.slide_dice` table.
     """
     figure = Figure(figsize=(max(5.0, 0.6 * len(table) + 2), 4.0), layout="constrained")
     axis = figure.subplots()
@@ -109,7 +109,7 @@ def plot_threshold_sweep(
     """Plot mean and global Dice against the threshold, one colour per stage.
 
     Dots mark each curve's maximum, a dotted line the stage's evaluation
-    threshold. ``sweeps``: stage -> :func:`tilepipe.evaluate.threshold_sweep` table;
+    threshold. ``sweeps``: stage -> :func:`tilepipe.evaluation.dice.threshold_sweep` table;
     ``thresholds``: stage -> its evaluation threshold.
     """
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -135,7 +135,7 @@ def strided_mask(array, step: int, cutoff: int = 1) -> np.ndarray:
     """Return ``array[::step, ::step] >= cutoff`` as ``(ceil(h / step), ceil(w / step))`` uint8 0/1.
 
     ``array``: ``(y, x)`` read by row bands ``array[y0:y1]`` (zarr, numpy,
-    :class:`tilepipe.evaluate.RunsRows`), about :data:`BAND_PIXELS` pixels
+    :class:`tilepipe.evaluation.dice.RunsRows`), about :data:`BAND_PIXELS` pixels
     at a time.
     """
     height, width = array.shape

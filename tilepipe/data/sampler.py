@@ -1,6 +1,6 @@
 """Per-epoch balanced tile sampling (the recipe's two-level balance).
 
-Tiles are rows of a tile index (``tilepipe.tile_index``): they need the
+Tiles are rows of a tile index (``tilepipe.data.tile_index``): they need the
 columns ``slide``, ``is_masked`` and ``binned``, and ``tissue_ratio`` /
 ``img_std`` when filtered by them.
 """

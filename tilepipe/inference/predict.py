@@ -1,16 +1,16 @@
 """Whole-slide inference: a fold ensemble with flip TTA, stitched by centre crops into a probability store.
 
-``predict_slide`` sweeps the kept centres of :mod:`tilepipe.windows` one
+``predict_slide`` sweeps the kept centres of :mod:`tilepipe.inference.windows` one
 row at a time, top to bottom. For each row it
 
 1. measures the tissue fraction of every kept centre on a low pyramid
-   level (:func:`tilepipe.windows.choose_tissue_level`); centres with no
+   level (:func:`tilepipe.inference.windows.choose_tissue_level`); centres with no
    more tissue than ``min_tissue`` are background: their windows never
    reach a model and their pixels are 0;
 2. reads the row's windows as one band of the pyramid level nearest the
-   models' scale (:func:`tilepipe.windows.choose_read_level`), zero-filled
+   models' scale (:func:`tilepipe.inference.windows.choose_read_level`), zero-filled
    past the slide's border, and scales each window exactly as training
-   does (:mod:`tilepipe.loader`: ``cv2.INTER_AREA`` to ``input_size``,
+   does (:mod:`tilepipe.data.tile_dataset`: ``cv2.INTER_AREA`` to ``input_size``,
    ImageNet mean and std);
 3. runs batches of windows through every model and every flip: encoder,
    then the classification head; windows whose classification probability
@@ -50,11 +50,11 @@ from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.loader import normalisation, normalise, resize_image
-from tilepipe.probability import PROBABILITY_SCALE, create_probability_array
-from tilepipe.store import SlideStore
-from tilepipe.tile_index import DEFAULT_SATURATION_THRESHOLD
-from tilepipe.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
+from tilepipe.data.preprocess import normalisation, normalise, resize_image
+from tilepipe.stores.probability import PROBABILITY_SCALE, create_probability_array
+from tilepipe.stores.slide import SlideStore
+from tilepipe.data.tile_index import DEFAULT_SATURATION_THRESHOLD
+from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 
 __all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "tissue_fractions"]
 
@@ -85,7 +85,7 @@ def predict_slide(
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
     Geometry (level-0 pixels): ``tile_size`` windows keeping their
-    ``keep`` centre (default ``tile_size // 2``), see :mod:`tilepipe.windows`.
+    ``keep`` centre (default ``tile_size // 2``), see :mod:`tilepipe.inference.windows`.
     ``input_size`` is the side the models take (a multiple of 32 for the
     U-Net); ``read_level`` ``"auto"`` or a pyramid level.
 

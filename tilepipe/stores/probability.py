@@ -22,7 +22,7 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.ngff import CODEC, LABEL_AXES, NGFF_VERSION, multiscales
+from tilepipe.stores.ngff import CODEC, LABEL_AXES, NGFF_VERSION, multiscales
 
 __all__ = [
     "PROBABILITY_SCALE",
@@ -67,7 +67,7 @@ def read_probability(path: str | os.PathLike) -> zarr.Array:
 def write_probability(out_path: str | os.PathLike, probability_yx: np.ndarray, chunk: int) -> None:
     """Write an in-memory ``(y, x)`` uint8 probability (``round(p * 255)``) as a probability store.
 
-    Same format as :func:`tilepipe.infer.predict_slide` writes, with
+    Same format as :func:`tilepipe.inference.predict.predict_slide` writes, with
     ``chunk`` x ``chunk`` chunks; meant for small arrays (tests, demo).
     Appears atomically.
     """

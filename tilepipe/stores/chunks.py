@@ -1,6 +1,6 @@
 """The chunk files of slide stores: their codec, and direct reads of them.
 
-:class:`tilepipe.ngff.PyramidWriter` writes every chunk of a slide store as
+:class:`tilepipe.stores.ngff.PyramidWriter` writes every chunk of a slide store as
 one file, encoded with :data:`CHUNK_ENCODER` (the settings of the :data:`CODEC`
 the arrays declare).
 
@@ -76,7 +76,7 @@ CACHE = _ChunkCache(CACHE_BYTES)
 
 
 def is_writer_format(array: zarr.Array) -> bool:
-    """Whether ``array`` is stored as :class:`tilepipe.ngff.PyramidWriter` writes it (see the module docstring)."""
+    """Whether ``array`` is stored as :class:`tilepipe.stores.ngff.PyramidWriter` writes it (see the module docstring)."""
     metadata = array.metadata
     return (
         isinstance(array.store, LocalStore)
@@ -101,7 +101,7 @@ class ChunkFiles:
 
     def __init__(self, array: zarr.Array):
         if not is_writer_format(array):
-            raise ValueError(f"array {array.path!r} is not in the format tilepipe.ngff.PyramidWriter writes")
+            raise ValueError(f"array {array.path!r} is not in the format tilepipe.stores.ngff.PyramidWriter writes")
         self.root = Path(array.store.root, array.path)
         self.shape = tuple(int(n) for n in array.shape)
         self.chunks = tuple(int(n) for n in array.chunks)

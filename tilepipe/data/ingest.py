@@ -1,8 +1,8 @@
 """Ingest one slide: a giant TIFF (+ its RLE or polygons) -> ``results/slides/{id}.zarr``.
 
 One sweep over the TIFF in bands of ``chunk`` full-width rows: a
-background thread decodes the next band (:mod:`tilepipe.tiff`) while the
-current one is written to every pyramid level (:mod:`tilepipe.ngff`)
+background thread decodes the next band (:mod:`tilepipe.io.tiff`) while the
+current one is written to every pyramid level (:mod:`tilepipe.stores.ngff`)
 together with the same rows of the mask, decoded from the RLE or
 rasterized from the polygons band by band. Memory holds a few bands,
 whatever the slide's size. The store appears atomically, or not at all.
@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.ngff import create_image, create_labels, level_shapes
-from tilepipe.polygons import load_polygons, rasterize
-from tilepipe.rle import parse as parse_rle
-from tilepipe.store import LABEL_NAME
-from tilepipe.tiff import SlideTiff
+from tilepipe.stores.ngff import create_image, create_labels, level_shapes
+from tilepipe.io.polygons import load_polygons, rasterize
+from tilepipe.io.rle import parse as parse_rle
+from tilepipe.stores.slide import LABEL_NAME
+from tilepipe.io.tiff import SlideTiff
 
 __all__ = ["ingest_slide"]
 

@@ -1,0 +1,67 @@
+"""The configuration schema (``tilepipe/config.schema.yaml``): the one source of defaults, and validation.
+
+The Snakefile validates the run's config against the same file, so the
+workflow, the library and the tests share one set of defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from tilepipe.errors import InputError
+
+__all__ = ["SCHEMA_PATH", "defaults", "resolve"]
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _fill_defaults(validator_class):
+    """A validator class that also sets each missing property to its schema default (as Snakemake's validate)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_Validator = _fill_defaults(jsonschema.Draft202012Validator)
+
+
+def resolve(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return ``config`` (not modified) completed with the schema's defaults and validated.
+
+    Raises :class:`InputError` naming the offending key path for an unknown
+    key or a wrong type or value.
+    """
+    resolved = copy.deepcopy(config or {})
+    error = jsonschema.exceptions.best_match(_Validator(_schema()).iter_errors(resolved))
+    if error is not None:
+        path = [str(p) for p in error.absolute_path]
+        if error.validator == "additionalProperties":
+            known = ", ".join(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(error.schema.get("properties", {}))):
+                raise InputError(None, f"{'.'.join([*path, key])}: unknown key (known: {known})")
+        raise InputError(None, f"{'.'.join(path) or 'config'}: {error.message}")
+    return resolved
+
+
+def defaults(section: str | None = None) -> dict[str, Any]:
+    """Return the schema's default config, or its ``section`` (e.g. ``"model"``), as a new dict."""
+    config = resolve({})
+    return config if section is None else config[section]

@@ -1,0 +1,1 @@
+"""From slides to training samples: ingest, tissue, tile index, folds, sampling, preprocessing, augmentation."""

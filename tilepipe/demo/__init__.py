@@ -1,0 +1,1 @@
+"""The embedded demo: a synthetic dataset in the Kaggle layout (plan, render, write)."""

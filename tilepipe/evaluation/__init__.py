@@ -1,0 +1,1 @@
+"""Scoring and reporting: Dice and threshold sweeps, the submission file, plots."""

@@ -1,0 +1,1 @@
+"""Whole-slide inference: window geometry, the TTA ensemble, stitched prediction, pseudo-labels."""

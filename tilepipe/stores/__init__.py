@@ -1,0 +1,1 @@
+"""Zarr stores on disk: chunk files, the NGFF pyramid writer, slide stores and probability stores."""

@@ -1,0 +1,1 @@
+"""Training one fold: the recipe's loop, resumable and reproducible."""

@@ -18,6 +18,8 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
 

@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.conftest import TINY  # noqa: E402  (the workflow test's tiny sizes)
+from tests.conftest import TINY
 
 TARGET_SECONDS = 5.0
 
@@ -49,8 +49,19 @@ def overlay() -> dict:
 
 def snakemake(workdir: Path, *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(REPO / "config.yaml"), str(workdir / "overlay.yaml"), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(workdir / "overlay.yaml"),
+        "--cores",
+        "2",
+        *args,
     ]
 
 
@@ -85,8 +96,12 @@ def finished_run(cache: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=REPO / "benchmarks/data/dry_run_20",
-                        help="folder of the finished 20-slide run (made once; default benchmarks/data/dry_run_20)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=REPO / "benchmarks/data/dry_run_20",
+        help="folder of the finished 20-slide run (made once; default benchmarks/data/dry_run_20)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant (default 5)")
     args = parser.parse_args()
 
@@ -106,18 +121,26 @@ def main() -> None:
 
     median = {name: statistics.median(values) for name, values in times.items()}
     baseline, ours = median["baseline: -n --rerun-triggers mtime"], median["tilepipe: -n (default triggers)"]
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-          f"{args.repeats} calls each, round-robin; 'Nothing to be done' confirmed on every dry run")
+    print(
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"{args.repeats} calls each, round-robin; 'Nothing to be done' confirmed on every dry run"
+    )
     for name, values in times.items():
         print(f"  {name:40s} median {median[name]:.2f} s  (min {min(values):.2f}, max {max(values):.2f})")
-    print(f"default triggers / mtime only: {ours / baseline:.2f}x; target <= {TARGET_SECONDS:g} s: "
-          f"{'met' if ours <= TARGET_SECONDS else 'MISSED'}")
+    print(
+        f"default triggers / mtime only: {ours / baseline:.2f}x; target <= {TARGET_SECONDS:g} s: "
+        f"{'met' if ours <= TARGET_SECONDS else 'MISSED'}"
+    )
     print()
-    print(f"| run | target | tilepipe `-n submission` (median of {args.repeats}) | baseline `--rerun-triggers mtime` | ratio | start-up floor | verdict |")
+    print(
+        f"| run | target | tilepipe `-n submission` (median of {args.repeats}) | baseline `--rerun-triggers mtime` | ratio | start-up floor | verdict |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| 20 slides, finished | <= {TARGET_SECONDS:g} s, nothing to be done | {ours:.2f} s | {baseline:.2f} s | "
-          f"{ours / baseline:.2f}x | {median['start-up floor (--version)']:.2f} s | "
-          f"{'met' if ours <= TARGET_SECONDS else 'missed'} |")
+    print(
+        f"| 20 slides, finished | <= {TARGET_SECONDS:g} s, nothing to be done | {ours:.2f} s | {baseline:.2f} s | "
+        f"{ours / baseline:.2f}x | {median['start-up floor (--version)']:.2f} s | "
+        f"{'met' if ours <= TARGET_SECONDS else 'missed'} |"
+    )
 
 
 if __name__ == "__main__":

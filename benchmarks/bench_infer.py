@@ -52,8 +52,8 @@ import pandas as pd
 import torch
 
 from tilepipe.data.tile_dataset import TileDataset
-from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model import build_model, load_checkpoint, save_checkpoint
+from tilepipe.model.losses import SegmentationLoss
 from tilepipe.stores.ngff import write_slide_store
 
 DATA = Path(__file__).resolve().parent / "data" / "infer"
@@ -83,8 +83,11 @@ def generate_slide(height: int, width: int, tissue_width: int, glomeruli: int, s
     image[:] = GLASS
     tissue = np.zeros((height, width), dtype=bool)
     tissue[:, :tissue_width] = True
-    noise = cv2.resize(rng.normal(0, 1, (height // 64 + 2, tissue_width // 64 + 2)).astype(np.float32),
-                       (tissue_width, height), interpolation=cv2.INTER_CUBIC)
+    noise = cv2.resize(
+        rng.normal(0, 1, (height // 64 + 2, tissue_width // 64 + 2)).astype(np.float32),
+        (tissue_width, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     pink = np.asarray(PINK, dtype=np.float32) + 18 * noise[..., None] * np.float32([0.6, 1.0, 0.7])
     image[:, :tissue_width] = np.clip(pink, 0, 255).astype(np.uint8)
     view = image[:, :tissue_width]
@@ -182,7 +185,7 @@ def trained_checkpoint(input_size: int, steps: int, seed: int) -> Path:
     model.train()
     started = time.perf_counter()
     for step, batch in enumerate(torch.utils.data.DataLoader(dataset, batch_size=batch_size), 1):
-        flip = [d for d, on in zip((-1, -2), rng.random(2) < 0.5) if on]
+        flip = [d for d, on in zip((-1, -2), rng.random(2) < 0.5, strict=False) if on]
         image, mask = batch["image"].flip(flip), batch["mask"].flip(flip)
         loss, _ = loss_fn(model(image), mask, batch["clf"])
         optimizer.zero_grad()
@@ -236,11 +239,25 @@ def run_tilepipe(store: Path, checkpoint: Path, out: Path, input_size: int, batc
     base = peak_rss()
     started, cpu_started = time.perf_counter(), time.process_time()
     stats = predict_slide(
-        store, out, [model], tile_size=TILE, keep=KEEP, input_size=input_size, tta=["none"],
-        clf_threshold=0.5 if gate else None, batch_size=batch_size, device="cpu", progress=False,
+        store,
+        out,
+        [model],
+        tile_size=TILE,
+        keep=KEEP,
+        input_size=input_size,
+        tta=["none"],
+        clf_threshold=0.5 if gate else None,
+        batch_size=batch_size,
+        device="cpu",
+        progress=False,
     )
-    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-            "base_rss": base, "peak_rss": peak_rss(), "stats": stats}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+        "base_rss": base,
+        "peak_rss": peak_rss(),
+        "stats": stats,
+    }
 
 
 def run_monai(store: Path, checkpoint: Path, out: Path, input_size: int, batch_size: int) -> dict:
@@ -273,8 +290,22 @@ def run_monai(store: Path, checkpoint: Path, out: Path, input_size: int, batch_s
 
 def measure(kind: str, store: Path, checkpoint: Path, out: Path, args) -> dict:
     """Run ``kind`` in a child process of its own; return what it reports."""
-    command = [sys.executable, __file__, "--child", kind, "--store", str(store), "--checkpoint", str(checkpoint),
-               "--out", str(out), "--input-size", str(args.input_size), "--batch-size", str(args.batch_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--store",
+        str(store),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--input-size",
+        str(args.input_size),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{kind} failed:\n{done.stdout}\n{done.stderr}")
@@ -298,8 +329,11 @@ def main() -> None:
     parser.add_argument("--glomeruli", type=int, default=10, help="glomeruli on the slide (default 10)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per side, round-robin; the fastest counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-nogate", action="store_true",
-                        help="skip the run without the classification gate (saves its time on large slides)")
+    parser.add_argument(
+        "--no-nogate",
+        action="store_true",
+        help="skip the run without the classification gate (saves its time on large slides)",
+    )
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -308,10 +342,7 @@ def main() -> None:
 
     if args.child:
         common = (args.store, args.checkpoint, args.out, args.input_size, args.batch_size)
-        if args.child == "monai":
-            result = run_monai(*common)
-        else:
-            result = run_tilepipe(*common, gate=args.child == "tilepipe")
+        result = run_monai(*common) if args.child == "monai" else run_tilepipe(*common, gate=args.child == "tilepipe")
         print(json.dumps(result))
         return
 
@@ -326,19 +357,25 @@ def main() -> None:
     checkpoint = trained_checkpoint(args.input_size, args.train_steps, args.seed)
     store, tissue, truth, _ = slide_store("bench", args.size, args.size, args.size // 2, args.glomeruli, args.seed)
     megapixels = args.size * args.size / 1e6
-    print(f"slide: {args.size} x {args.size} ({megapixels:.0f} Mpx), tissue on the left half, "
-          f"{args.glomeruli} glomeruli ({truth.mean():.2%} of pixels); network {MODEL}, input {args.input_size}, "
-          f"batch {args.batch_size}")
+    print(
+        f"slide: {args.size} x {args.size} ({megapixels:.0f} Mpx), tissue on the left half, "
+        f"{args.glomeruli} glomeruli ({truth.mean():.2%} of pixels); network {MODEL}, input {args.input_size}, "
+        f"batch {args.batch_size}"
+    )
 
     kinds = [kind for kind in KINDS if not (args.no_nogate and kind == "tilepipe-nogate")]
-    outputs = {kind: DATA / (f"{kind}_{args.size}.npy" if kind == "monai" else f"{kind}_{args.size}.zarr") for kind in kinds}
+    outputs = {
+        kind: DATA / (f"{kind}_{args.size}.npy" if kind == "monai" else f"{kind}_{args.size}.zarr") for kind in kinds
+    }
     best: dict[str, dict] = {}
     for repeat in range(args.repeats):
         for kind in kinds:
             run = measure(kind, store, checkpoint, outputs[kind], args)
-            print(f"{kind} (run {repeat + 1}): {run['seconds']:.1f} s wall, {run['cpu_seconds']:.1f} s CPU, peak RSS "
-                  f"{mib(run['peak_rss'])} ({mib(run['peak_rss'] - run['base_rss'])} above imports + model), "
-                  f"load average {os.getloadavg()[0]:.1f} {run.get('stats', '')}")
+            print(
+                f"{kind} (run {repeat + 1}): {run['seconds']:.1f} s wall, {run['cpu_seconds']:.1f} s CPU, peak RSS "
+                f"{mib(run['peak_rss'])} ({mib(run['peak_rss'] - run['base_rss'])} above imports + model), "
+                f"load average {os.getloadavg()[0]:.1f} {run.get('stats', '')}"
+            )
             if kind not in best or run["seconds"] < best[kind]["seconds"]:
                 best[kind] = run
 
@@ -349,9 +386,11 @@ def main() -> None:
     for kind in [kind for kind in kinds if kind != "monai"]:
         ours = read_probability(outputs[kind])[...] >= 128
         agreement[kind] = float((ours == monai_mask)[tissue].mean())
-        print(f"{kind} vs MONAI: agreement on tissue pixels {agreement[kind]:.4%}, Dice of the two masks "
-              f"{dice(ours, monai_mask):.4f}; Dice vs truth {dice(ours, truth != 0):.4f} "
-              f"(MONAI {dice(monai_mask, truth != 0):.4f})")
+        print(
+            f"{kind} vs MONAI: agreement on tissue pixels {agreement[kind]:.4%}, Dice of the two masks "
+            f"{dice(ours, monai_mask):.4f}; Dice vs truth {dice(ours, truth != 0):.4f} "
+            f"(MONAI {dice(monai_mask, truth != 0):.4f})"
+        )
 
     theirs = best["monai"]
     print()
@@ -363,15 +402,23 @@ def main() -> None:
         ours = best[kind]
         for what, key in (("throughput", "seconds"), ("throughput per CPU second", "cpu_seconds")):
             speed = theirs[key] / ours[key]
-            print(f"| {what}{label} | >= 2x | {megapixels / ours[key]:.2f} Mpx/s | {megapixels / theirs[key]:.2f} Mpx/s "
-                  f"| {speed:.2f}x | {verdict(speed >= 2)} |")
+            print(
+                f"| {what}{label} | >= 2x | {megapixels / ours[key]:.2f} Mpx/s | {megapixels / theirs[key]:.2f} Mpx/s "
+                f"| {speed:.2f}x | {verdict(speed >= 2)} |"
+            )
     ours = best["tilepipe"]
     for what, ours_bytes, their_bytes in (
         ("peak RSS", ours["peak_rss"], theirs["peak_rss"]),
-        ("peak RSS above imports + model", ours["peak_rss"] - ours["base_rss"], theirs["peak_rss"] - theirs["base_rss"]),
+        (
+            "peak RSS above imports + model",
+            ours["peak_rss"] - ours["base_rss"],
+            theirs["peak_rss"] - theirs["base_rss"],
+        ),
     ):
         ratio = ours_bytes / their_bytes
-        print(f"| {what} | <= 0.25x | {mib(ours_bytes)} | {mib(their_bytes)} | {ratio:.2f}x | {verdict(ratio <= 0.25)} |")
+        print(
+            f"| {what} | <= 0.25x | {mib(ours_bytes)} | {mib(their_bytes)} | {ratio:.2f}x | {verdict(ratio <= 0.25)} |"
+        )
     share = agreement["tilepipe"]
     print(f"| binary agreement at 0.5, tissue pixels | >= 0.99 | | | {share:.4f} | {verdict(share >= 0.99)} |")
 

@@ -50,10 +50,9 @@ import tifffile
 from baselines.first_place_tiles import prepare_tiles
 from bench_rle import glomerulus_mask
 
-from tilepipe.io import rle
 from tilepipe.data.ingest import ingest_slide
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.data.tile_index import build_tile_index, write_tile_index
+from tilepipe.io import rle
 from tilepipe.io.tiff import SlideTiff
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -123,9 +122,7 @@ def synthetic_tiff(size: int, layout: str) -> Path:
                 for x0 in range(0, size, 512):
                     yield band[:, x0 : x0 + 512]
 
-        tifffile.imwrite(
-            tmp, tiles(), tile=(512, 512), compression=compression, maxworkers=os.cpu_count(), **rgb
-        )
+        tifffile.imwrite(tmp, tiles(), tile=(512, 512), compression=compression, maxworkers=os.cpu_count(), **rgb)
     else:
         rows_per_strip = size if kind == "strip" else 16
         encode = (lambda b: b) if compression == "raw" else imagecodecs.lzw_encode
@@ -326,7 +323,7 @@ def codecs(size: int) -> None:
     """Benchmark 4: encode speed (MB/s per CPU-second) and ratio of chunk codecs on one slide's chunks."""
     tiff = synthetic_tiff(size, "tiled-jpeg")
     with SlideTiff(tiff) as slide:
-        bands = [band for _, band in zip(range(8), slide.bands(512))]
+        bands = [band for _, band in zip(range(8), slide.bands(512), strict=False)]
     chunks = [np.ascontiguousarray(b[:, :, x : x + 512]) for b in bands for x in range(0, b.shape[2], 512)]
     raw = sum(c.nbytes for c in chunks)
     candidates = {
@@ -353,24 +350,13 @@ def codecs(size: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        run_child(*sys.argv[2:6])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size", type=int, default=12000, help="side of the timed slides in pixels (default 12000)"
-    )
-    parser.add_argument(
-        "--rss-size", type=int, default=24000, help="side of the peak-RSS slide (default 24000)"
-    )
+    parser.add_argument("--size", type=int, default=12000, help="side of the timed slides in pixels (default 12000)")
+    parser.add_argument("--rss-size", type=int, default=24000, help="side of the peak-RSS slide (default 24000)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per timed comparison (default 3)")
     parser.add_argument("--layouts", nargs="+", default=TIME_LAYOUTS, choices=TIME_LAYOUTS)
-    parser.add_argument(
-        "--tile-layouts", nargs="+", default=["tiled-jpeg", "strips-lzw"], choices=TIME_LAYOUTS
-    )
-    parser.add_argument(
-        "--skip", nargs="+", default=[], choices=["time", "rss", "tiles"], help="comparisons to skip"
-    )
+    parser.add_argument("--tile-layouts", nargs="+", default=["tiled-jpeg", "strips-lzw"], choices=TIME_LAYOUTS)
+    parser.add_argument("--skip", nargs="+", default=[], choices=["time", "rss", "tiles"], help="comparisons to skip")
     parser.add_argument("--codecs", action="store_true", help="only compare chunk codecs")
     args = parser.parse_args()
 

@@ -41,21 +41,21 @@ from pathlib import Path
 
 os.environ.setdefault("GDAL_CACHEMAX", "16")  # MB: a real slide set does not fit GDAL's block cache
 
-import cv2  # noqa: E402
-import numcodecs.blosc  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import rasterio  # noqa: E402
-import tifffile  # noqa: E402
-import torch  # noqa: E402
-import zarr  # noqa: E402
-from baselines.jpeg_tiles import JpegTileDataset, tile_stem, write_tiles  # noqa: E402
-from rasterio.windows import Window  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from zarr.codecs import BloscCodec, ZstdCodec  # noqa: E402
+import cv2
+import numcodecs.blosc
+import numpy as np
+import pandas as pd
+import rasterio
+import tifffile
+import torch
+import zarr
+from baselines.jpeg_tiles import JpegTileDataset, tile_stem, write_tiles
+from rasterio.windows import Window
+from torch.utils.data import DataLoader, Dataset
+from zarr.codecs import BloscCodec, ZstdCodec
 
-from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed  # noqa: E402
-from tilepipe.data.preprocess import (  # noqa: E402
+from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed
+from tilepipe.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     auto_level,
@@ -63,13 +63,13 @@ from tilepipe.data.preprocess import (  # noqa: E402
     resize_image,
     resize_mask,
 )
-from tilepipe.data.tile_dataset import TileDataset  # noqa: E402
-from tilepipe.stores import chunks, ngff  # noqa: E402
-from tilepipe.stores.ngff import write_slide_store  # noqa: E402
-from tilepipe.data.sampler import sample_epoch  # noqa: E402
-from tilepipe.seeding import derive_seed  # noqa: E402
-from tilepipe.stores.slide import SlideStore, read_window  # noqa: E402
-from tilepipe.data.tile_index import build_tile_index  # noqa: E402
+from tilepipe.data.sampler import sample_epoch
+from tilepipe.data.tile_dataset import TileDataset
+from tilepipe.data.tile_index import build_tile_index
+from tilepipe.seeding import derive_seed
+from tilepipe.stores import chunks, ngff
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.slide import SlideStore, read_window
 
 DATA = Path(__file__).resolve().parent / "data" / "loader"
 SLIDE = "bench"
@@ -106,7 +106,9 @@ def synthetic_slide(height: int, width: int, seed: int) -> tuple[np.ndarray, np.
     stain = np.clip(texture, 0, None) * np.where(mask, 1.6, 0.6).astype(np.float32) + mask * np.float32(0.8)
     capsule = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((7, 7), np.uint8)) > 0
     image = np.empty((3, height, width), dtype=np.uint8)
-    for c, (background, tissue_colour, darkening) in enumerate(zip((236, 234, 238), (214, 140, 186), (-60, -70, -35))):
+    for c, (background, tissue_colour, darkening) in enumerate(
+        zip((236, 234, 238), (214, 140, 186), (-60, -70, -35), strict=False)
+    ):
         value = np.where(tissue, tissue_colour + darkening * stain + 8 * texture, background + 2 * texture)
         value += rng.standard_normal((height, width), dtype=np.float32) * 4
         value[capsule] = background
@@ -151,8 +153,16 @@ class RasterioTileDataset(Dataset):
     read everything is ``tilepipe.data.tile_dataset``'s, so a comparison measures the reads.
     """
 
-    def __init__(self, tiles: pd.DataFrame, image_tiff: Path, mask_tiff: Path, input_size: int, augment=None,
-                 seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        tiles: pd.DataFrame,
+        image_tiff: Path,
+        mask_tiff: Path,
+        input_size: int,
+        augment=None,
+        seed: int = 0,
+        epoch: int = 0,
+    ):
         self.ys = tiles["y"].to_numpy(dtype=np.int64)
         self.xs = tiles["x"].to_numpy(dtype=np.int64)
         self.sizes = tiles["size"].to_numpy(dtype=np.int64)
@@ -238,7 +248,7 @@ def stage_breakdown(folder: Path, tiles: pd.DataFrame) -> list[tuple[str, float]
     store = SlideStore(folder / f"{SLIDE}.zarr")
     level = auto_level(TILE, INPUT, len(store.levels))
     down = 2**level
-    origins = list(zip(tiles.y.astype(int), tiles.x.astype(int)))
+    origins = list(zip(tiles.y.astype(int), tiles.x.astype(int), strict=False))
     stems = [folder / "jpeg" / tile_stem(SLIDE, y, x, TILE) for y, x in origins]
     rio = RasterioTileDataset(tiles, *tiff_paths(folder, "uncompressed"), INPUT)
     rio_deflate = RasterioTileDataset(tiles, *tiff_paths(folder, "deflate"), INPUT)
@@ -256,7 +266,10 @@ def stage_breakdown(folder: Path, tiles: pd.DataFrame) -> list[tuple[str, float]
     level0_images = [read_window(store.levels[0], y, x, TILE, TILE) for y, x in origins[:20]]
     masks = [store.read_labels(y, x, TILE, TILE) for y, x in origins]
     augment = build_augmentations(RECIPE_AUGMENTATIONS)
-    small = [(resize_image(image, INPUT), resize_mask(mask.copy(), INPUT)) for image, mask in zip(level_images, masks)]
+    small = [
+        (resize_image(image, INPUT), resize_mask(mask.copy(), INPUT))
+        for image, mask in zip(level_images, masks, strict=False)
+    ]
     scale = (1 / (255 * np.asarray(IMAGENET_STD, dtype=np.float32))).astype(np.float32)
     offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255 * scale).astype(np.float32)
 
@@ -264,20 +277,50 @@ def stage_breakdown(folder: Path, tiles: pd.DataFrame) -> list[tuple[str, float]
         reseed(augment, 0)
         augment(image=pair[0], mask=pair[1])
 
-    masked = [(y, x) for (y, x), area in zip(origins, tiles.mask_area) if area > 0]
+    masked = [(y, x) for (y, x), area in zip(origins, tiles.mask_area, strict=False) if area > 0]
     return [
-        (f"store: read level {level} ({TILE // down} px window)", cpu_ms(lambda o: store.read_image(o[0] // down, o[1] // down, TILE // down, TILE // down, level), origins)),
+        (
+            f"store: read level {level} ({TILE // down} px window)",
+            cpu_ms(lambda o: store.read_image(o[0] // down, o[1] // down, TILE // down, TILE // down, level), origins),
+        ),
         (f"store: read level {level} ({TILE // down} px window), chunk cache off", cpu_ms(read_uncached, origins)),
-        (f"store: read level {level} ({TILE // down} px window) through zarr", cpu_ms(lambda o: read_window(store.levels[level], o[0] // down, o[1] // down, TILE // down, TILE // down), origins)),
-        ("store: read level-0 labels, 1024 px (tiles with mask_area > 0 only)", cpu_ms(lambda o: store.read_labels(o[0], o[1], TILE, TILE), masked)),
-        (f"resize {TILE // down} -> {INPUT} (INTER_AREA, per channel)", cpu_ms(lambda i: resize_image(i, INPUT), level_images)),
-        (f"mask resize {TILE} -> {INPUT} + threshold (non-empty masks)", cpu_ms(lambda m: resize_mask(m.copy(), INPUT), [m for m in masks if m.any()])),
-        ("store: read level 0 (1024 px window), for comparison", cpu_ms(lambda o: store.read_image(o[0], o[1], TILE, TILE, 0), origins[:20])),
+        (
+            f"store: read level {level} ({TILE // down} px window) through zarr",
+            cpu_ms(
+                lambda o: read_window(store.levels[level], o[0] // down, o[1] // down, TILE // down, TILE // down),
+                origins,
+            ),
+        ),
+        (
+            "store: read level-0 labels, 1024 px (tiles with mask_area > 0 only)",
+            cpu_ms(lambda o: store.read_labels(o[0], o[1], TILE, TILE), masked),
+        ),
+        (
+            f"resize {TILE // down} -> {INPUT} (INTER_AREA, per channel)",
+            cpu_ms(lambda i: resize_image(i, INPUT), level_images),
+        ),
+        (
+            f"mask resize {TILE} -> {INPUT} + threshold (non-empty masks)",
+            cpu_ms(lambda m: resize_mask(m.copy(), INPUT), [m for m in masks if m.any()]),
+        ),
+        (
+            "store: read level 0 (1024 px window), for comparison",
+            cpu_ms(lambda o: store.read_image(o[0], o[1], TILE, TILE, 0), origins[:20]),
+        ),
         (f"resize 1024 -> {INPUT} (INTER_AREA, per channel)", cpu_ms(lambda i: resize_image(i, INPUT), level0_images)),
-        ("jpeg: cv2.imread 1024 JPEG + BGR->RGB", cpu_ms(lambda s: cv2.cvtColor(cv2.imread(f"{s}.jpg"), cv2.COLOR_BGR2RGB), stems)),
+        (
+            "jpeg: cv2.imread 1024 JPEG + BGR->RGB",
+            cpu_ms(lambda s: cv2.cvtColor(cv2.imread(f"{s}.jpg"), cv2.COLOR_BGR2RGB), stems),
+        ),
         ("jpeg: cv2.imread 1024 PNG mask", cpu_ms(lambda s: cv2.imread(f"{s}.png", cv2.IMREAD_GRAYSCALE), stems)),
-        ("rasterio: read 1024 window, uncompressed tiled TIFF", cpu_ms(lambda o: rio.window(rio.opened[0], o[0], o[1], TILE), origins)),
-        ("rasterio: read 1024 window, deflate tiled TIFF", cpu_ms(lambda o: rio_deflate.window(rio_deflate.opened[0], o[0], o[1], TILE), origins)),
+        (
+            "rasterio: read 1024 window, uncompressed tiled TIFF",
+            cpu_ms(lambda o: rio.window(rio.opened[0], o[0], o[1], TILE), origins),
+        ),
+        (
+            "rasterio: read 1024 window, deflate tiled TIFF",
+            cpu_ms(lambda o: rio_deflate.window(rio_deflate.opened[0], o[0], o[1], TILE), origins),
+        ),
         ("recipe augmentations at 320 px", cpu_ms(augment_one, small)),
         ("normalise to (3, 320, 320) float32", cpu_ms(lambda p: normalise(p[0], scale, offset), small)),
     ]
@@ -310,8 +353,14 @@ def copy_group(source: zarr.Group, target: zarr.Group, codec, chunks: dict[int, 
     target.attrs.update(source.attrs.asdict())
     for name, array in source.arrays():
         copy = target.create_array(
-            name, shape=array.shape, chunks=chunks[array.ndim], dtype=array.dtype, compressors=codec, fill_value=0,
-            dimension_names=array.metadata.dimension_names, config={"write_empty_chunks": False},
+            name,
+            shape=array.shape,
+            chunks=chunks[array.ndim],
+            dtype=array.dtype,
+            compressors=codec,
+            fill_value=0,
+            dimension_names=array.metadata.dimension_names,
+            config={"write_empty_chunks": False},
         )
         copy[...] = array[...]
     for name, group in source.groups():
@@ -325,8 +374,8 @@ def megabytes(path: Path) -> float:
 def sweep(folder: Path, tiles: pd.DataFrame, rounds: int) -> list[str]:
     """Markdown rows: per image chunk x label chunk x codec, store size, read costs and loader rates."""
     augment = build_augmentations(RECIPE_AUGMENTATIONS)
-    origins = list(zip(tiles.y.astype(int), tiles.x.astype(int)))
-    masked = [(y, x) for (y, x), area in zip(origins, tiles.mask_area) if area > 0]
+    origins = list(zip(tiles.y.astype(int), tiles.x.astype(int), strict=False))
+    masked = [(y, x) for (y, x), area in zip(origins, tiles.mask_area, strict=False) if area > 0]
     rows = []
     for image_chunk, label_chunk in SWEEP_CHUNKS:
         for codec_name in CODECS:
@@ -334,10 +383,20 @@ def sweep(folder: Path, tiles: pd.DataFrame, rounds: int) -> list[str]:
             store = SlideStore(path)
             level = auto_level(TILE, INPUT, len(store.levels))
             down = 2**level
-            read = cpu_ms(lambda o: store.read_image(o[0] // down, o[1] // down, TILE // down, TILE // down, level), origins)
-            labels = cpu_ms(lambda o: store.read_labels(o[0], o[1], TILE, TILE), masked)
-            speed = rates({"aug": TileDataset(tiles, {SLIDE: path}, INPUT, augment, seed=0),
-                           "plain": TileDataset(tiles, {SLIDE: path}, INPUT, seed=0)}, rounds)
+            read = cpu_ms(
+                lambda o, store=store, down=down, level=level: store.read_image(
+                    o[0] // down, o[1] // down, TILE // down, TILE // down, level
+                ),
+                origins,
+            )
+            labels = cpu_ms(lambda o, store=store: store.read_labels(o[0], o[1], TILE, TILE), masked)
+            speed = rates(
+                {
+                    "aug": TileDataset(tiles, {SLIDE: path}, INPUT, augment, seed=0),
+                    "plain": TileDataset(tiles, {SLIDE: path}, INPUT, seed=0),
+                },
+                rounds,
+            )
             rows.append(
                 f"| {image_chunk} | {label_chunk} | {codec_name} | {megabytes(path):.0f} | {read:.2f} | {labels:.2f} "
                 f"| {speed['aug'][0]:.0f} | {speed['plain'][0]:.0f} |"
@@ -352,30 +411,39 @@ def loaders(folder: Path, tiles: pd.DataFrame, variant: Path, augment) -> dict[s
     store = SlideStore(store_path)
     level = auto_level(TILE, INPUT, len(store.levels))
     found = {
-        f"tilepipe TileDataset, store chunk {store.levels[0].chunks[-1]} (ngff's codec), image level {level}":
-            TileDataset(tiles, {SLIDE: store_path}, INPUT, augment, seed=0),
-        f"tilepipe TileDataset, store {variant.stem}, image level {level}":
-            TileDataset(tiles, {SLIDE: variant}, INPUT, augment, seed=0),
+        f"tilepipe TileDataset, store chunk {store.levels[0].chunks[-1]} (ngff's codec), image level {level}": TileDataset(
+            tiles, {SLIDE: store_path}, INPUT, augment, seed=0
+        ),
+        f"tilepipe TileDataset, store {variant.stem}, image level {level}": TileDataset(
+            tiles, {SLIDE: variant}, INPUT, augment, seed=0
+        ),
         "1st place: JPEG tiles + PNG masks": JpegTileDataset(tiles, folder / "jpeg", INPUT, augment, seed=0),
     }
     for name in TIFF_COMPRESSIONS:
         found[f"rasterio: 1024 window, {name} tiled TIFF"] = RasterioTileDataset(
-            tiles, *tiff_paths(folder, name), INPUT, augment, seed=0)
+            tiles, *tiff_paths(folder, name), INPUT, augment, seed=0
+        )
     return found
 
 
 def comparison(folder: Path, tiles: pd.DataFrame, variant: Path, rounds: int) -> list[str]:
     """Markdown table of every loader with and without augmentations, and tilepipe's speed-ups (CPU time)."""
-    table = ["| loader | augmentations | samples/s per core (CPU time) | samples/s (wall) "
-             "| tilepipe (default store) / loader | tilepipe (variant store) / loader |",
-             "|---|---|---:|---:|---:|---:|"]
+    table = [
+        (
+            "| loader | augmentations | samples/s per core (CPU time) | samples/s (wall) "
+            "| tilepipe (default store) / loader | tilepipe (variant store) / loader |"
+        ),
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for augmented in (True, False):
         augment = build_augmentations(RECIPE_AUGMENTATIONS) if augmented else None
         measured = rates(loaders(folder, tiles, variant, augment), rounds)
         ours, ours_variant = (cpu_rate for cpu_rate, _ in list(measured.values())[:2])
         for name, (cpu_rate, wall_rate) in measured.items():
-            table.append(f"| {name} | {'recipe' if augmented else 'none'} | {cpu_rate:.0f} | {wall_rate:.0f} "
-                         f"| {ours / cpu_rate:.2f}x | {ours_variant / cpu_rate:.2f}x |")
+            table.append(
+                f"| {name} | {'recipe' if augmented else 'none'} | {cpu_rate:.0f} | {wall_rate:.0f} "
+                f"| {ours / cpu_rate:.2f}x | {ours_variant / cpu_rate:.2f}x |"
+            )
     return table
 
 
@@ -386,8 +454,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed passes per loader (best)")
     parser.add_argument("--chunk", type=int, default=512, help="chunk side of the main slide store")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", default="256/512/lz4-bitshuffle",
-                        help="also time the loader on a copy of the store: IMAGE_CHUNK/LABEL_CHUNK/CODEC")
+    parser.add_argument(
+        "--variant",
+        default="256/512/lz4-bitshuffle",
+        help="also time the loader on a copy of the store: IMAGE_CHUNK/LABEL_CHUNK/CODEC",
+    )
     parser.add_argument("--sweep", action="store_true", help="also compare store chunk sizes and codecs")
     args = parser.parse_args()
 
@@ -402,12 +473,16 @@ def main() -> None:
     variant = store_variant(folder, int(image_chunk), int(label_chunk), codec_name)
     tiles = pd.read_parquet(folder / "tiles.parquet")
     tiles_written = tiles[["y", "x"]].drop_duplicates().shape[0]
-    print(f"# {platform.machine()}, {os.cpu_count()} cores; store codec {ngff.CODEC}; slide {args.size}^2, {len(tiles)} samples "
-          f"({int(tiles.is_masked.sum())} masked) of {tiles_written} tiles, {TILE} -> {INPUT}; "
-          f"JPEG+PNG {megabytes(folder / 'jpeg') / tiles_written:.2f} MB per tile; "
-          f"store {megabytes(folder / f'{SLIDE}.zarr'):.0f} MB, variant {megabytes(variant):.0f} MB, "
-          + ", ".join(f"TIFF {name} {sum(p.stat().st_size for p in tiff_paths(folder, name)) / 1e6:.0f} MB"
-                      for name in TIFF_COMPRESSIONS))
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores; store codec {ngff.CODEC}; slide {args.size}^2, {len(tiles)} samples "
+        f"({int(tiles.is_masked.sum())} masked) of {tiles_written} tiles, {TILE} -> {INPUT}; "
+        f"JPEG+PNG {megabytes(folder / 'jpeg') / tiles_written:.2f} MB per tile; "
+        f"store {megabytes(folder / f'{SLIDE}.zarr'):.0f} MB, variant {megabytes(variant):.0f} MB, "
+        + ", ".join(
+            f"TIFF {name} {sum(p.stat().st_size for p in tiff_paths(folder, name)) / 1e6:.0f} MB"
+            for name in TIFF_COMPRESSIONS
+        )
+    )
     print("\n".join(comparison(folder, tiles, variant, args.rounds)))
 
     print("\n| stage | CPU ms per sample |\n|---|---:|")
@@ -415,9 +490,11 @@ def main() -> None:
         print(f"| {stage} | {ms:.2f} |")
 
     if args.sweep:
-        print("\n| image chunk | label chunk | codec | store MB | read level-1 512 px, CPU ms "
-              "| read labels 1024 px (masked tiles), CPU ms | samples/s per core, recipe aug "
-              "| samples/s per core, no aug |\n|---:|---:|---|---:|---:|---:|---:|---:|")
+        print(
+            "\n| image chunk | label chunk | codec | store MB | read level-1 512 px, CPU ms "
+            "| read labels 1024 px (masked tiles), CPU ms | samples/s per core, recipe aug "
+            "| samples/s per core, no aug |\n|---:|---:|---|---:|---:|---:|---:|---:|"
+        )
         sweep(folder, tiles, args.rounds)
 
 

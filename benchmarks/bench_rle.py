@@ -55,7 +55,7 @@ def fastest(*calls: tuple, repeats: int) -> list[tuple[float, object]]:
             start = time.perf_counter()
             results[k] = fn(*args)
             best[k] = min(best[k], time.perf_counter() - start)
-    return list(zip(best, results))
+    return list(zip(best, results, strict=False))
 
 
 def peak_bytes(fn, *args) -> int:

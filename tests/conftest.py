@@ -33,8 +33,18 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
         path.write_text(yaml.safe_dump(overlay))
         configfiles.append(str(path))
     cmd = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", *configfiles, "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *configfiles,
+        "--cores",
+        "2",
+        *args,
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if check and result.returncode != 0:
@@ -69,9 +79,7 @@ def scheduled_jobs(result) -> list[ScheduledJob]:
     jobs = []
     for match in _JOB_BLOCK.finditer(result.stdout + "\n" + result.stderr):
         fields = dict(re.findall(r"^\s+(\w+): (.*)$", match.group(2), re.MULTILINE))
-        wildcards = tuple(
-            tuple(item.split("=", 1)) for item in fields.get("wildcards", "").split(", ") if "=" in item
-        )
+        wildcards = tuple(tuple(item.split("=", 1)) for item in fields.get("wildcards", "").split(", ") if "=" in item)
         outputs = tuple(fields["output"].split(", ")) if "output" in fields else ()
         jobs.append(ScheduledJob(match.group(1), wildcards, fields.get("reason", ""), outputs))
     return jobs

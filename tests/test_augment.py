@@ -53,10 +53,19 @@ def test_recipe_keeps_shape_dtype_and_binary_mask(image_and_mask):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ([{"name": "HorizontalFlip"}, {"name": "NoSuchTransform", "p": 1}], r"train\.augmentations\[1\]: unknown augmentation 'NoSuchTransform'"),
+        (
+            [{"name": "HorizontalFlip"}, {"name": "NoSuchTransform", "p": 1}],
+            r"train\.augmentations\[1\]: unknown augmentation 'NoSuchTransform'",
+        ),
         ([{"name": "Compose", "transforms": []}], r"train\.augmentations\[0\]: unknown augmentation 'Compose'"),
-        ([{"name": "GaussianBlur", "blur_limt": [3, 7]}], r"train\.augmentations\[0\]: GaussianBlur takes no argument\(s\) blur_limt"),
-        ([{"name": "GaussianBlur", "blur_limit": "wide"}], r"train\.augmentations\[0\]: bad arguments for GaussianBlur"),
+        (
+            [{"name": "GaussianBlur", "blur_limt": [3, 7]}],
+            r"train\.augmentations\[0\]: GaussianBlur takes no argument\(s\) blur_limt",
+        ),
+        (
+            [{"name": "GaussianBlur", "blur_limit": "wide"}],
+            r"train\.augmentations\[0\]: bad arguments for GaussianBlur",
+        ),
         ([{"name": "HorizontalFlip", "p": 2.0}], r"train\.augmentations\[0\]: bad arguments for HorizontalFlip"),
         ([{"p": 0.5}], r"train\.augmentations\[0\]: expected a mapping with a 'name'"),
         ({"name": "HorizontalFlip"}, r"train\.augmentations: expected a list"),

@@ -10,9 +10,9 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tilepipe.errors import InputError
 from tilepipe.stores import chunks
 from tilepipe.stores.chunks import ChunkFiles, fast_view, is_writer_format
-from tilepipe.errors import InputError
 from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore
 
@@ -86,13 +86,16 @@ def test_a_rewritten_chunk_is_read_again(tmp_path):
 
 
 def test_other_arrays_are_left_to_zarr(tmp_path):
-    zstd = zarr.create_array(tmp_path / "z.zarr", shape=(50, 60), chunks=(16, 16), dtype="uint8",
-                             compressors=zarr.codecs.ZstdCodec(level=1))
+    zstd = zarr.create_array(
+        tmp_path / "z.zarr", shape=(50, 60), chunks=(16, 16), dtype="uint8", compressors=zarr.codecs.ZstdCodec(level=1)
+    )
     zstd[:] = 5
-    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(50, 60), chunks=(16, 16), dtype="uint8",
-                                  compressors=chunks.CODEC)
-    wide = zarr.create_array(tmp_path / "f.zarr", shape=(50, 60), chunks=(16, 16), dtype="uint16",
-                             compressors=chunks.CODEC)
+    in_memory = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(50, 60), chunks=(16, 16), dtype="uint8", compressors=chunks.CODEC
+    )
+    wide = zarr.create_array(
+        tmp_path / "f.zarr", shape=(50, 60), chunks=(16, 16), dtype="uint16", compressors=chunks.CODEC
+    )
     for array in (zstd, in_memory, wide):
         assert not is_writer_format(array) and fast_view(array) is array
         with pytest.raises(ValueError, match="not in the format"):
@@ -109,8 +112,10 @@ def test_the_cache_keeps_within_its_budget():
     assert ("big",) not in cache.entries
 
 
-@pytest.mark.parametrize("index", [(slice(0, 5), slice(0, 5)), (Ellipsis, slice(0, 5, 2), slice(0, 5)),
-                                   (Ellipsis, slice(0, 500), slice(0, 5))])
+@pytest.mark.parametrize(
+    "index",
+    [(slice(0, 5), slice(0, 5)), (Ellipsis, slice(0, 5, 2), slice(0, 5)), (Ellipsis, slice(0, 500), slice(0, 5))],
+)
 def test_unsupported_indexing_is_refused(arrays, index):
     with pytest.raises((TypeError, IndexError)):
         ChunkFiles(arrays[3])[index]

@@ -33,8 +33,14 @@ def test_every_overlay_in_configs_is_valid():
 
 @pytest.mark.parametrize(
     "config",
-    [{"tiles": {"size": "big"}}, {"tiles": {"sise": 256}}, {"bogus": 1}, {"train": {"input_size": 100}},
-     {"inference": {"tta": ["rot90"]}}, {"seed": -1}],
+    [
+        {"tiles": {"size": "big"}},
+        {"tiles": {"sise": 256}},
+        {"bogus": 1},
+        {"train": {"input_size": 100}},
+        {"inference": {"tta": ["rot90"]}},
+        {"seed": -1},
+    ],
 )
 def test_bad_values_are_rejected(config):
     with pytest.raises(WorkflowError):

@@ -4,14 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from tilepipe.io.kaggle import KaggleDataset, check_id
 from tilepipe.errors import InputError
+from tilepipe.io.kaggle import KaggleDataset, check_id
 
 INFO_HEADER = "image_file,width_pixels,height_pixels,patient_number"
 
 
-def make_root(tmp_path: Path, *, train=("a1", "b2"), test=("t2", "t1"), external=("e1",), rle_ids=("a1", "b2"),
-              info_rows=None, json_ids=()) -> Path:
+def make_root(
+    tmp_path: Path,
+    *,
+    train=("a1", "b2"),
+    test=("t2", "t1"),
+    external=("e1",),
+    rle_ids=("a1", "b2"),
+    info_rows=None,
+    json_ids=(),
+) -> Path:
     root = tmp_path / "data"
     for split, ids in (("train", train), ("test", test), ("external", external)):
         (root / split).mkdir(parents=True, exist_ok=True)
@@ -48,12 +56,15 @@ def test_polygons_only_slide_is_valid(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, file, problem",
+    ("kwargs", "file", "problem"),
     [
         ({"rle_ids": ("a1", "b2", "zz")}, "train.csv", "id zz has no slide"),
         ({"rle_ids": ("a1",)}, "b2.tiff", "no row in train.csv and no b2.json"),
-        ({"info_rows": ["a1.tiff,30,20,1", "t1.tiff,30,20,2", "t2.tiff,30,20,3"]},
-         "HuBMAP-20-dataset_information.csv", "slide b2 has no row"),
+        (
+            {"info_rows": ["a1.tiff,30,20,1", "t1.tiff,30,20,2", "t2.tiff,30,20,3"]},
+            "HuBMAP-20-dataset_information.csv",
+            "slide b2 has no row",
+        ),
         ({"rle_ids": ("a1", "b2", "a1")}, "train.csv", "appears more than once"),
     ],
 )
@@ -68,7 +79,7 @@ def test_submission_id_without_slide(tmp_path):
     root = make_root(tmp_path)
     (root / "sample_submission.csv").write_text("id,predicted\nt1,\nt2,\nt3,\n")
     with pytest.raises(InputError, match=r"sample_submission.csv: id t3 has no slide"):
-        KaggleDataset(root).test_ids
+        _ = KaggleDataset(root).test_ids
 
 
 def test_missing_patient_is_an_error(tmp_path):

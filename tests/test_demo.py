@@ -17,6 +17,7 @@ from tilepipe.errors import InputError
 from tilepipe.io.polygons import load_polygons, rasterize
 from tilepipe.io.rle import decode
 
+
 def imread_shape(layout: str, height: int, width: int) -> tuple[int, ...]:
     """Return the array shape ``tifffile.imread`` gives for an RGB slide written in ``layout``."""
     if layout == "planar5d":
@@ -101,7 +102,7 @@ def test_plan_layouts_and_sizes():
 
 
 @pytest.mark.parametrize(
-    "settings, key",
+    ("settings", "key"),
     [
         ({"train_patients": 0}, "demo.train_patients"),
         ({"slides_per_patient": 1.5}, "demo.slides_per_patient"),
@@ -226,7 +227,7 @@ def test_dataset_information(demo):
         "glomerulus_segmentation_file", "patient_number", "race", "ethnicity", "sex", "age",
         "weight_kilograms", "height_centimeters", "bmi_kg/m^2", "laterality", "percent_cortex", "percent_medulla",
     ]  # fmt: skip
-    table = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    table = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
     described = [s for s in slides if s.split != "external"]
     assert sorted(table) == sorted(f"{s.id}.tiff" for s in described)
     donors = {}

@@ -7,7 +7,6 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilepipe.io import rle
 from tilepipe.errors import InputError
 from tilepipe.evaluation.dice import (
     RunsRows,
@@ -27,8 +26,9 @@ from tilepipe.evaluation.dice import (
     value_histogram,
     write_histogram,
 )
-from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
+from tilepipe.io import rle
 from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
 
 
 def brute_force_counts(probability: np.ndarray, truth: np.ndarray, cutoff: int) -> tuple[int, int, int]:

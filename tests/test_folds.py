@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tilepipe.errors import InputError
 from tilepipe.data.folds import make_folds, read_folds, write_folds
+from tilepipe.errors import InputError
 
 SOURCE = "data/HuBMAP-20-dataset_information.csv"
 RECIPE_PATIENTS = [[63921], [68250], [65631], [67177]]
@@ -70,9 +70,7 @@ def test_automatic_split_groups_patients_and_balances_masked_tiles():
 
 
 def test_automatic_split_follows_the_greedy_rule():
-    slides = pd.DataFrame(
-        {"slide": list("abcde"), "patient": [1, 2, 3, 4, 5], "n_masked": [50, 40, 30, 20, 10]}
-    )
+    slides = pd.DataFrame({"slide": list("abcde"), "patient": [1, 2, 3, 4, 5], "n_masked": [50, 40, 30, 20, 10]})
     folds = make_folds(slides, 2, None, seed=0).set_index("slide")["fold"]
     # 50 -> A; 40 -> B; 30 -> B (40 < 50); 20 -> A (50 < 70); 10 -> A (70 = 70, A has fewer patients)
     assert folds["a"] == folds["d"] == folds["e"]
@@ -86,9 +84,7 @@ def test_automatic_split_without_masked_counts_is_round_robin():
 
 
 def test_automatic_split_is_deterministic_and_seeded():
-    slides = pd.DataFrame(
-        {"slide": [f"s{i}" for i in range(12)], "patient": range(12), "n_masked": [10] * 12}
-    )
+    slides = pd.DataFrame({"slide": [f"s{i}" for i in range(12)], "patient": range(12), "n_masked": [10] * 12})
     first = make_folds(slides, 3, None, seed=7)
     assert first.equals(make_folds(slides.sample(frac=1, random_state=5), 3, None, seed=7))
     draws = {tuple(make_folds(slides, 3, None, seed=s)["fold"]) for s in range(5)}
@@ -131,7 +127,7 @@ def test_too_few_automatic_folds_is_an_input_error():
 
 
 @pytest.mark.parametrize(
-    "patients, message",
+    ("patients", "message"),
     [
         ([[63921], [12345]], r"patient 12345 \(fold 1 of folds.patients\) has no slide"),
         ([[63921], [68250, 63921]], "patient 63921 is listed in folds 0 and 1"),
@@ -145,9 +141,7 @@ def test_bad_patient_lists_are_input_errors(patients, message):
 
 
 def test_folds_csv_round_trip(tmp_path):
-    slides = pd.DataFrame(
-        {"slide": ["1e2425f28", "0486052bb", "2f6ecfcdf"], "patient": [63921, 68250, 67177]}
-    )
+    slides = pd.DataFrame({"slide": ["1e2425f28", "0486052bb", "2f6ecfcdf"], "patient": [63921, 68250, 67177]})
     folds = make_folds(slides, None, [[63921], [68250]], seed=0)
     path = tmp_path / "results" / "folds.csv"
     write_folds(folds, path)

@@ -96,7 +96,15 @@ def test_gpu_jobs_never_run_at_once(tiny_run, tmp_path):
     assert len(models) >= 2, "the tiny demo needs at least two folds for this test"
 
     result = run_snakemake(
-        workdir, *models, "--cores", "8", "--forcerun", "tile_index", "train_model", "--resources", "gpu=1",
+        workdir,
+        *models,
+        "--cores",
+        "8",
+        "--forcerun",
+        "tile_index",
+        "train_model",
+        "--resources",
+        "gpu=1",
         overlay=TINY,
     )
     log = result.stdout + result.stderr
@@ -111,4 +119,6 @@ def test_gpu_jobs_never_run_at_once(tiny_run, tmp_path):
 
     tiles = intervals.get("tile_index", [])
     assert len(tiles) >= 2, f"expected the forced tile_index jobs, saw {len(tiles)}"
-    assert overlapping_pairs(tiles) > 0, f"no two tile_index jobs overlapped, so --cores 8 ran nothing in parallel: {sorted(tiles)}"
+    assert overlapping_pairs(tiles) > 0, (
+        f"no two tile_index jobs overlapped, so --cores 8 ran nothing in parallel: {sorted(tiles)}"
+    )

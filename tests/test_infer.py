@@ -6,14 +6,14 @@ import torch
 import zarr
 from torch import nn
 
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.errors import InputError
 from tilepipe.inference.predict import predict_slide
-from tilepipe.stores.probability import read_probability
-from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.model import build_model
 from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.probability import read_probability
 from tilepipe.stores.slide import read_window
-from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 
 ALL_FLIPS = ["none", "hflip", "vflip", "hvflip"]
 GLASS = (236, 234, 240)  # HSV saturation 6: background
@@ -86,9 +86,17 @@ def coverage(height, width, tile_size, keep):
 
 
 @pytest.mark.parametrize(
-    "height, width, tile_size, keep",
-    [(1, 1, 1024, 512), (300, 200, 1024, 512), (1024, 1536, 1024, 512), (1025, 513, 1024, 512),
-     (97, 130, 64, 32), (50, 51, 7, 3), (40, 33, 8, 8), (9, 11, 5, 1)],
+    ("height", "width", "tile_size", "keep"),
+    [
+        (1, 1, 1024, 512),
+        (300, 200, 1024, 512),
+        (1024, 1536, 1024, 512),
+        (1025, 513, 1024, 512),
+        (97, 130, 64, 32),
+        (50, 51, 7, 3),
+        (40, 33, 8, 8),
+        (9, 11, 5, 1),
+    ],
 )
 def test_every_pixel_lies_in_exactly_one_kept_centre(height, width, tile_size, keep):
     assert (coverage(height, width, tile_size, keep) == 1).all()
@@ -131,14 +139,25 @@ def test_tissue_level_has_about_32_pixels_per_centre_side():
     assert choose_tissue_level(33, 6) == 0  # only level 0 divides an odd centre
 
 
-@pytest.mark.parametrize("height, width", [(20, 30), (97, 130), (64, 96)])
+@pytest.mark.parametrize(("height", "width"), [(20, 30), (97, 130), (64, 96)])
 @pytest.mark.parametrize("tta", [["none"], ALL_FLIPS, ["hflip"]])
 def test_stitching_gives_every_pixel_its_own_prediction(tmp_path, height, width, tta):
     image = random_image(height, width)
     out = tmp_path / "pred.zarr"
     stats = predict_slide(
-        slide_store(tmp_path, image), out, [PixelModel()], tile_size=64, keep=32, input_size=64,
-        read_level=0, tta=tta, clf_threshold=None, min_tissue=None, batch_size=3, device="cpu", progress=False,
+        slide_store(tmp_path, image),
+        out,
+        [PixelModel()],
+        tile_size=64,
+        keep=32,
+        input_size=64,
+        read_level=0,
+        tta=tta,
+        clf_threshold=None,
+        min_tissue=None,
+        batch_size=3,
+        device="cpu",
+        progress=False,
     )
     probability = read_probability(out)
     assert probability.dtype == np.uint8 and probability.shape == (height, width)
@@ -154,8 +173,17 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
     image = np.stack([red, np.full_like(red, 90), np.full_like(red, 160)])
     out = tmp_path / "pred.zarr"
     predict_slide(
-        slide_store(tmp_path, image), out, [PixelModel()], tile_size=64, keep=32, input_size=24,
-        tta=ALL_FLIPS, clf_threshold=None, min_tissue=None, device="cpu", progress=False,
+        slide_store(tmp_path, image),
+        out,
+        [PixelModel()],
+        tile_size=64,
+        keep=32,
+        input_size=24,
+        tta=ALL_FLIPS,
+        clf_threshold=None,
+        min_tissue=None,
+        device="cpu",
+        progress=False,
     )
     assert zarr.open_group(out, mode="r").attrs["tilepipe"]["read_level"] == 1
     inner = (slice(2, -2), slice(2, -2))  # the slide's own border meets the zero fill when resized
@@ -166,8 +194,17 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
 def test_output_store_layout_and_metadata(tmp_path):
     out = tmp_path / "predictions" / "abc.zarr"
     predict_slide(
-        slide_store(tmp_path, random_image(70, 90)), out, [PixelModel()], tile_size=32, keep=16, input_size=32,
-        tta=["none"], clf_threshold=None, min_tissue=None, device="cpu", progress=False,
+        slide_store(tmp_path, random_image(70, 90)),
+        out,
+        [PixelModel()],
+        tile_size=32,
+        keep=16,
+        input_size=32,
+        tta=["none"],
+        clf_threshold=None,
+        min_tissue=None,
+        device="cpu",
+        progress=False,
     )
     group = zarr.open_group(out, mode="r")
     probability = read_probability(out)
@@ -188,8 +225,19 @@ def test_windows_below_the_classification_threshold_skip_the_decoder(tmp_path):
     models = [PixelModel(lambda red: (red.mean(dim=(1, 2)) > 0.5).float()) for _ in range(2)]
     out = tmp_path / "pred.zarr"
     stats = predict_slide(
-        slide_store(tmp_path, image), out, models, tile_size=tile, keep=keep, input_size=tile, read_level=0,
-        tta=["none", "vflip"], clf_threshold=0.5, min_tissue=None, batch_size=4, device="cpu", progress=False,
+        slide_store(tmp_path, image),
+        out,
+        models,
+        tile_size=tile,
+        keep=keep,
+        input_size=tile,
+        read_level=0,
+        tta=["none", "vflip"],
+        clf_threshold=0.5,
+        min_tissue=None,
+        batch_size=4,
+        device="cpu",
+        progress=False,
     )
     grid = centre_grid(height, width, tile_size=tile, keep=keep)
     windows = [w for row in range(grid.rows) for w in grid.row(row)]
@@ -200,9 +248,11 @@ def test_windows_below_the_classification_threshold_skip_the_decoder(tmp_path):
         assert model.encoded == model.classified == 2 * len(windows)
         assert model.segmented == 2 * sum(passes)  # decoder runs only for windows that pass, once per flip
     probability = read_probability(out)[...]
-    for window, passed in zip(windows, passes):
-        centre = (slice(window.centre_y, window.centre_y + window.centre_height),
-                  slice(window.centre_x, window.centre_x + window.centre_width))
+    for window, passed in zip(windows, passes, strict=False):
+        centre = (
+            slice(window.centre_y, window.centre_y + window.centre_height),
+            slice(window.centre_x, window.centre_x + window.centre_width),
+        )
         np.testing.assert_array_equal(probability[centre], image[0][centre] if passed else 0)
 
 
@@ -210,7 +260,15 @@ def test_the_gate_averages_the_classifier_over_models(tmp_path):
     store = slide_store(tmp_path, random_image(64, 64))
     sure = PixelModel(lambda red: torch.full(red.shape[:1], 0.9))
     unsure = PixelModel(lambda red: torch.zeros(red.shape[0]))
-    common = dict(tile_size=64, keep=32, input_size=64, tta=["none"], min_tissue=None, device="cpu", progress=False)
+    common = {
+        "tile_size": 64,
+        "keep": 32,
+        "input_size": 64,
+        "tta": ["none"],
+        "min_tissue": None,
+        "device": "cpu",
+        "progress": False,
+    }
     assert predict_slide(store, tmp_path / "a.zarr", [sure, unsure], clf_threshold=0.5, **common)["segmented"] == 0
     assert predict_slide(store, tmp_path / "b.zarr", [sure, unsure], clf_threshold=0.45, **common)["segmented"] == 4
     assert predict_slide(store, tmp_path / "c.zarr", [sure], clf_threshold=0.5, **common)["segmented"] == 4
@@ -224,8 +282,17 @@ def test_background_windows_never_reach_the_model(tmp_path):
     model = PixelModel()
     out = tmp_path / "pred.zarr"
     stats = predict_slide(
-        slide_store(tmp_path, image), out, [model], tile_size=128, keep=64, input_size=128, read_level=0,
-        tta=["none"], clf_threshold=None, device="cpu", progress=False,
+        slide_store(tmp_path, image),
+        out,
+        [model],
+        tile_size=128,
+        keep=64,
+        input_size=128,
+        read_level=0,
+        tta=["none"],
+        clf_threshold=None,
+        device="cpu",
+        progress=False,
     )
     rows, tissue_cols = -(-height // 64), -(-tissue_width // 64)  # centres from x = 0, 64, 128 hold tissue
     assert model.encoded == rows * tissue_cols == stats["segmented"]
@@ -243,14 +310,24 @@ class Failing(PixelModel):
 def test_a_failed_run_leaves_no_output(tmp_path):
     out = tmp_path / "pred.zarr"
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict_slide(slide_store(tmp_path, random_image(64, 64)), out, [Failing()], tile_size=32,
-                      input_size=32, tta=["none"], clf_threshold=None, min_tissue=None, device="cpu", progress=False)
+        predict_slide(
+            slide_store(tmp_path, random_image(64, 64)),
+            out,
+            [Failing()],
+            tile_size=32,
+            input_size=32,
+            tta=["none"],
+            clf_threshold=None,
+            min_tissue=None,
+            device="cpu",
+            progress=False,
+        )
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["slide.zarr"]
 
 
 def test_bad_arguments_are_input_errors(tmp_path):
     store = slide_store(tmp_path, random_image(40, 40))
-    common = dict(tile_size=32, input_size=32, device="cpu", progress=False)
+    common = {"tile_size": 32, "input_size": 32, "device": "cpu", "progress": False}
     with pytest.raises(InputError, match="tta"):
         predict_slide(store, tmp_path / "p.zarr", [PixelModel()], tta=["rot90"], **common)
     with pytest.raises(InputError, match="tta"):
@@ -270,8 +347,15 @@ def test_the_recipe_network_runs_gated_with_flips_and_is_deterministic(tmp_path)
     settings = {"encoder": "resnet18", "center_channels": 8, "decoder_channels": 8}
     models = [build_model(settings), build_model(settings)]
     store = slide_store(tmp_path, random_image(100, 110))
-    common = dict(tile_size=128, input_size=64, tta=["none", "hvflip"], min_tissue=None, batch_size=4,
-                  device="cpu", progress=False)
+    common = {
+        "tile_size": 128,
+        "input_size": 64,
+        "tta": ["none", "hvflip"],
+        "min_tissue": None,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+    }
     stats = predict_slide(store, tmp_path / "a.zarr", models, clf_threshold=0.0, **common)
     predict_slide(store, tmp_path / "b.zarr", models, clf_threshold=0.0, **common)
     assert stats["segmented"] == stats["windows"] == 4

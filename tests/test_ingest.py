@@ -10,13 +10,13 @@ import pytest
 import tifffile
 import zarr
 
-from tilepipe.io import rle
-from tilepipe.errors import InputError
 from tilepipe.data.ingest import _prefetched, ingest_slide
-from tilepipe.stores.ngff import max_2x2, mean_2x2
+from tilepipe.errors import InputError
+from tilepipe.io import rle
 from tilepipe.io.polygons import Polygon, load_polygons, rasterize, write_polygons
-from tilepipe.stores.slide import SlideStore
 from tilepipe.io.tiff import SlideTiff
+from tilepipe.stores.ngff import max_2x2, mean_2x2
+from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH = 301, 437  # odd, and not a multiple of the tiles, strips or chunks below
 CHUNK = 64
@@ -318,9 +318,7 @@ def test_image_that_is_not_8bit_rgb_is_an_input_error(tmp_path, pixels, kwargs, 
 
 def test_size_mismatch_with_dataset_information_names_both_sizes(tmp_path):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
-    err = assert_fails_cleanly(
-        tiff, tmp_path / "slide.zarr", "dataset information", expected_shape=(WIDTH, HEIGHT)
-    )
+    err = assert_fails_cleanly(tiff, tmp_path / "slide.zarr", "dataset information", expected_shape=(WIDTH, HEIGHT))
     assert "301 x 437" in str(err) and "437 x 301" in str(err) and str(tiff) in str(err)
 
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations
-from tilepipe.errors import InputError
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level
 from tilepipe.data.tile_dataset import TileDataset, make_loader
+from tilepipe.data.tile_index import build_tile_index
+from tilepipe.errors import InputError
 from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore
-from tilepipe.data.tile_index import build_tile_index
 
 HEIGHT, WIDTH = 600, 700
 TILE, INPUT = 256, 80  # 3.2x, as the recipe's 1024 -> 320
@@ -170,7 +170,7 @@ def collect(loader):
 
 def assert_same_batches(first, second):
     assert len(first) == len(second)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=False):
         for key in ("image", "mask", "clf", "y", "x"):
             assert torch.equal(a[key], b[key]), key
         assert a["slide"] == b["slide"]
@@ -178,12 +178,22 @@ def assert_same_batches(first, second):
 
 @pytest.fixture(scope="module")
 def recipe_dataset(slide, tiles):
-    return TileDataset(tiles.iloc[:12], {"s1": slide[0]}, INPUT, build_augmentations(RECIPE_AUGMENTATIONS), seed=5, epoch=2)
+    return TileDataset(
+        tiles.iloc[:12], {"s1": slide[0]}, INPUT, build_augmentations(RECIPE_AUGMENTATIONS), seed=5, epoch=2
+    )
 
 
 def loader(dataset, num_workers, context=None, seed=5, epoch=2):
-    return make_loader(dataset, 4, shuffle=True, num_workers=num_workers, device_type="cpu", seed=seed, epoch=epoch,
-                       multiprocessing_context=context)
+    return make_loader(
+        dataset,
+        4,
+        shuffle=True,
+        num_workers=num_workers,
+        device_type="cpu",
+        seed=seed,
+        epoch=epoch,
+        multiprocessing_context=context,
+    )
 
 
 def test_batches_do_not_depend_on_worker_count(recipe_dataset):
@@ -202,7 +212,7 @@ def test_spawned_workers_open_their_own_stores(recipe_dataset):
 def test_seed_and_epoch_change_order_and_augmentations(recipe_dataset, slide, tiles):
     base = collect(loader(recipe_dataset, 0))
     other_epoch = collect(loader(recipe_dataset, 0, epoch=3))
-    assert not all(torch.equal(a["y"], b["y"]) for a, b in zip(base, other_epoch))
+    assert not all(torch.equal(a["y"], b["y"]) for a, b in zip(base, other_epoch, strict=False))
     augment = build_augmentations(RECIPE_AUGMENTATIONS)
     epoch2 = TileDataset(tiles.iloc[:4], {"s1": slide[0]}, INPUT, augment, seed=5, epoch=2)
     epoch3 = TileDataset(tiles.iloc[:4], {"s1": slide[0]}, INPUT, augment, seed=5, epoch=3)

@@ -17,7 +17,7 @@ def jaccard_loss_of_wrong_set(wrong: set[int], positives: set[int]) -> float:
 
 def brute_force_lovasz(logits: list[float], labels: list[int]) -> float:
     """The Lovasz extension of the Jaccard loss at the hinge errors, by its definition, for one flat image."""
-    errors = [1 - logit * (2 * label - 1) for logit, label in zip(logits, labels)]
+    errors = [1 - logit * (2 * label - 1) for logit, label in zip(logits, labels, strict=False)]
     order = sorted(range(len(errors)), key=lambda i: -errors[i])
     positives = {i for i, label in enumerate(labels) if label == 1}
     loss, previous = 0.0, 0.0
@@ -37,7 +37,13 @@ def test_lovasz_hinge_matches_the_definition(seed, per_image):
     if seed == 0:
         labels[1] = 0  # an image without foreground
     if per_image:
-        expected = sum(brute_force_lovasz(l.flatten().tolist(), y.flatten().int().tolist()) for l, y in zip(logits, labels)) / 2
+        expected = (
+            sum(
+                brute_force_lovasz(logit.flatten().tolist(), y.flatten().int().tolist())
+                for logit, y in zip(logits, labels, strict=False)
+            )
+            / 2
+        )
     else:
         expected = brute_force_lovasz(logits.flatten().tolist(), labels.flatten().int().tolist())
     assert lovasz_hinge(logits, labels, per_image=per_image).item() == pytest.approx(expected, abs=1e-5)

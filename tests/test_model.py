@@ -1,16 +1,15 @@
 import itertools
-from pathlib import Path
 import socket
 import urllib.error
+from pathlib import Path
 
 import pytest
-import yaml
 import torch
 import torchvision
+import yaml
 
 from tilepipe.config import defaults
 from tilepipe.errors import InputError
-from tilepipe.model.encoders import DOWNLOAD_TIMEOUT
 from tilepipe.model import (
     DEFAULT_SETTINGS,
     build_model,
@@ -19,6 +18,7 @@ from tilepipe.model import (
     read_checkpoint,
     save_checkpoint,
 )
+from tilepipe.model.encoders import DOWNLOAD_TIMEOUT
 
 # resnet18 with a narrow decoder: the same wiring as the recipe, fast on a CPU
 SMALL = {"encoder": "resnet18", "center_channels": 32, "decoder_channels": 16}
@@ -33,7 +33,10 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
-RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/hubmap_1st_place.yaml").read_text())["model"]
+
+RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/hubmap_1st_place.yaml").read_text())[
+    "model"
+]
 
 
 def images(batch: int = 2, size: int = 64, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -57,11 +60,13 @@ def trained_small_model() -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("switches", list(itertools.product([False, True], repeat=4)), ids=lambda s: "".join("01"[v] for v in s))
+@pytest.mark.parametrize(
+    "switches", list(itertools.product([False, True], repeat=4)), ids=lambda s: "".join("01"[v] for v in s)
+)
 def test_output_shapes_for_every_switch_combination(switches):
-    settings = {**SMALL, **dict(zip(SWITCHES, switches))}
+    settings = {**SMALL, **dict(zip(SWITCHES, switches, strict=False))}
     outputs = run(build_model(settings).eval(), images())
-    flags = dict(zip(SWITCHES, switches))
+    flags = dict(zip(SWITCHES, switches, strict=False))
     assert outputs["logits"].shape == (2, 1, 64, 64)
     assert ("deep" in outputs) == flags["deep_supervision"]
     assert ("clf" in outputs) == flags["clf_head"]
@@ -89,7 +94,7 @@ def test_se_resnext50_builds_and_runs():
 
 
 def test_missing_settings_take_the_schema_defaults():
-    assert DEFAULT_SETTINGS == defaults("model")
+    assert defaults("model") == DEFAULT_SETTINGS
     model = build_model({}).eval()
     assert model.encoder.out_channels[-1] == 512  # the schema's (demo) encoder, resnet18
 
@@ -142,7 +147,9 @@ def test_same_seed_same_parameters_other_seed_other_parameters():
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, trained_small_model):
     path = tmp_path / "fold0" / "model.pt"
     optimizer = torch.optim.Adam(trained_small_model.parameters())
-    save_checkpoint(path, trained_small_model, SMALL, extra={"epoch": 3, "dice": 0.91, "optimizer": optimizer.state_dict()})
+    save_checkpoint(
+        path, trained_small_model, SMALL, extra={"epoch": 3, "dice": 0.91, "optimizer": optimizer.state_dict()}
+    )
     rng_before = torch.get_rng_state()
     loaded = load_checkpoint(path)
     assert torch.equal(torch.get_rng_state(), rng_before)
@@ -151,7 +158,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, trained_small_m
     expected, actual = run(trained_small_model, x), run(loaded, x)
     assert torch.equal(actual["logits"], expected["logits"])
     assert torch.equal(actual["clf"], expected["clf"])
-    assert all(torch.equal(a, e) for a, e in zip(actual["deep"], expected["deep"]))
+    assert all(torch.equal(a, e) for a, e in zip(actual["deep"], expected["deep"], strict=False))
     assert checkpoint_settings(path) == {**DEFAULT_SETTINGS, **SMALL}
     assert read_checkpoint(path)["extra"]["epoch"] == 3
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
@@ -209,7 +216,9 @@ def test_encoder_weights_file_round_trip(tmp_path):
 def test_mismatched_encoder_weights_name_the_file_and_keys(tmp_path):
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
-    with pytest.raises(InputError, match=r"resnet34\.pth: does not fit the original resnet18 .*unexpected keys: layer1\.2\."):
+    with pytest.raises(
+        InputError, match=r"resnet34\.pth: does not fit the original resnet18 .*unexpected keys: layer1\.2\."
+    ):
         build_model({**SMALL, "encoder_weights": str(path)})
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("weights")

@@ -5,10 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tilepipe.io import rle
 from tilepipe.evaluation.dice import RunsRows
-from tilepipe.stores.probability import read_probability, write_probability
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.evaluation.plots import (
     PREDICTION_RGB,
     TRUTH_RGB,
@@ -18,6 +15,9 @@ from tilepipe.evaluation.plots import (
     plot_training_curves,
     strided_mask,
 )
+from tilepipe.io import rle
+from tilepipe.stores.ngff import write_slide_store
+from tilepipe.stores.probability import read_probability, write_probability
 
 
 def png_pixels(path) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_threshold_sweep_depends_on_the_curves(tmp_path):
     assert a.shape == b.shape and differ(a, b)
 
 
-@pytest.mark.parametrize("shape, step", [((37, 29), 4), ((64, 64), 8), ((5, 3), 1)])
+@pytest.mark.parametrize(("shape", "step"), [((37, 29), 4), ((64, 64), 8), ((5, 3), 1)])
 def test_strided_mask_equals_numpy_striding(shape, step, monkeypatch):
     monkeypatch.setattr("tilepipe.evaluation.plots.BAND_PIXELS", 50)  # many bands of a few rows
     values = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)

@@ -69,7 +69,7 @@ def test_load_other_class_and_feature_collection(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "document, problem",
+    ("document", "problem"),
     [
         ("[{", "not valid JSON"),
         ({"type": "Feature"}, "expected a JSON list"),
@@ -122,9 +122,11 @@ def test_write_then_load_is_exact(tmp_path):
     assert all(ring[0] == ring[-1] for f in document for ring in f["geometry"]["coordinates"])
     back = load_polygons(path)
     assert len(back) == len(polygons)
-    for a, b in zip(polygons, back):
+    for a, b in zip(polygons, back, strict=False):
         assert np.array_equal(a.exterior, b.exterior)
-        assert len(a.holes) == len(b.holes) and all(np.array_equal(h, k) for h, k in zip(a.holes, b.holes))
+        assert len(a.holes) == len(b.holes) and all(
+            np.array_equal(h, k) for h, k in zip(a.holes, b.holes, strict=False)
+        )
     assert [p.name for p in path.parent.iterdir()] == ["polygons.json"]  # no temporary left behind
 
 
@@ -132,7 +134,7 @@ def test_write_then_load_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "corners, rows, cols",
+    ("corners", "rows", "cols"),
     [
         ((10, 10, 20, 20), (10, 20), (10, 20)),  # integer vertices: boundary pixels are inside
         ((10.4, 10.4, 19.6, 19.6), (10, 20), (10, 20)),  # outline rounds to the nearest pixel

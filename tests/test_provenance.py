@@ -40,15 +40,21 @@ def test_hash_changes_with_content_not_mtime(tmp_path, monkeypatch):
 
 
 def test_parent_packages_are_in_the_closure():
-    files = {p.relative_to(provenance.PACKAGE_DIR).as_posix() for p in provenance.module_closure(["tilepipe.model.build"])}
+    files = {
+        p.relative_to(provenance.PACKAGE_DIR).as_posix() for p in provenance.module_closure(["tilepipe.model.build"])
+    }
     assert {"__init__.py", "model/__init__.py", "model/build.py"} <= files
 
 
 def test_script_code_hash_follows_the_scripts_imports(tmp_path):
     script = tmp_path / "job.py"
     script.write_text("import sys\nfrom tilepipe.data.folds import read_folds\nfrom tilepipe.io.rle import encode\n")
-    assert provenance.script_modules(script) == ["tilepipe.data.folds", "tilepipe.data.folds.read_folds", "tilepipe.io.rle",
-                                                 "tilepipe.io.rle.encode"]
+    assert provenance.script_modules(script) == [
+        "tilepipe.data.folds",
+        "tilepipe.data.folds.read_folds",
+        "tilepipe.io.rle",
+        "tilepipe.io.rle.encode",
+    ]
     assert provenance.script_code_hash(script) == provenance.code_hash(["tilepipe.data.folds", "tilepipe.io.rle"])
     script.write_text("import numpy\n")
     with pytest.raises(ValueError, match="imports nothing"):
@@ -76,8 +82,19 @@ def test_every_rule_hashes_its_own_script_and_declares_provenance():
             first = re.search(r'"([^"]+)"', output.group(1)).group(1)
             assert f'provenance=provenance("{first}")' in output.group(1), f"{smk}: rule {rule}"
             checked.add(rule)
-    assert {"ingest", "tile_index", "folds", "train_model", "predict", "write_submission", "demo_test_slide",
-            "pseudo_labels", "pseudo_tile_index", "eval_summary", "plot_overlay"} <= checked
+    assert {
+        "ingest",
+        "tile_index",
+        "folds",
+        "train_model",
+        "predict",
+        "write_submission",
+        "demo_test_slide",
+        "pseudo_labels",
+        "pseudo_tile_index",
+        "eval_summary",
+        "plot_overlay",
+    } <= checked
 
 
 def _job(tmp_path, lr=0.001):
@@ -94,11 +111,13 @@ def _job(tmp_path, lr=0.001):
     return SimpleNamespace(
         rule="train_model",
         threads=2,
-        output=OutputFiles(fromdict={
-            "model": str(model),
-            "metrics": str(model.parent / "metrics.csv"),
-            "provenance": str(model) + ".provenance.json",
-        }),
+        output=OutputFiles(
+            fromdict={
+                "model": str(model),
+                "metrics": str(model.parent / "metrics.csv"),
+                "provenance": str(model) + ".provenance.json",
+            }
+        ),
         params=Params(fromdict={"settings": settings, "state": "results/state/x/last.pt", "code": "0123abcd"}),
         wildcards=Wildcards(fromdict={"stage": "stage1", "fold": "0"}),
     )
@@ -113,8 +132,9 @@ def test_record_job_writes_the_provenance_beside_the_first_output(tmp_path):
     assert text == json.dumps(record, sort_keys=True, indent=2) + "\n", "sorted keys, stable layout"
     assert record["rule"] == "train_model"
     assert record["wildcards"] == {"fold": "0", "stage": "stage1"}
-    assert record["params"] == {"settings": {"seed": 42, "train": {"lr": 0.001, "epochs": 1},
-                                             "model": {"encoder": "resnet18"}}}, "no code, no runtime-only params"
+    assert record["params"] == {
+        "settings": {"seed": 42, "train": {"lr": 0.001, "epochs": 1}, "model": {"encoder": "resnet18"}}
+    }, "no code, no runtime-only params"
     assert record["seed"] == 42 and record["code"] == "0123abcd" and record["threads"] == 2
     assert record["outputs"] == sorted([job.output.model, job.output.metrics])
     assert {"python", "numpy", "snakemake"} <= set(record["packages"])
@@ -130,18 +150,23 @@ def test_provenance_is_identical_across_processes(tmp_path):
         " rule='r', wildcards={'slide': 's'})))"
     )
     texts = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
         for seed in ("1", "2")
     }
     assert len(texts) == 1
 
 
 def test_torch_is_recorded_only_when_imported():
-    import numpy
+    import numpy as np
 
-    assert "torch" not in provenance.package_versions({"numpy": numpy})
-    assert "torch" in provenance.package_versions({"numpy": numpy, "torch": object()})
+    assert "torch" not in provenance.package_versions({"numpy": np})
+    assert "torch" in provenance.package_versions({"numpy": np, "torch": object()})
 
 
 def test_write_provenance_needs_its_artifact_and_plain_params(tmp_path):

@@ -20,7 +20,10 @@ def kaggle_layout(tmp_path):
             (root / split / f"{slide_id}.tiff").write_bytes(b"")
     (root / "train.csv").write_text("id,encoding\n" + "".join(f"{i},1 5\n" for i in train))
     (root / "sample_submission.csv").write_text("id,predicted\nte1,\nte0,\n")
-    rows = [f"{i}.tiff,100,100,{p}" for i, p in zip(train, patients)] + ["te0.tiff,100,100,1", "te1.tiff,100,100,2"]
+    rows = [f"{i}.tiff,100,100,{p}" for i, p in zip(train, patients, strict=False)] + [
+        "te0.tiff,100,100,1",
+        "te1.tiff,100,100,2",
+    ]
     (root / "HuBMAP-20-dataset_information.csv").write_text(
         "image_file,width_pixels,height_pixels,patient_number\n" + "\n".join(rows) + "\n"
     )

@@ -54,9 +54,9 @@ def _epoch_samples(run: Path, stage: str, fold: int) -> list[pd.DataFrame]:
     Tile indices are concatenated in the order the train rule lists them
     (the demo plan's order of train, then test and external slides).
     """
-    from tilepipe.demo.plan import plan_demo
     from tilepipe.data.folds import read_folds
     from tilepipe.data.sampler import sample_epoch
+    from tilepipe.demo.plan import plan_demo
     from tilepipe.training.trainer import fold_inputs
 
     def record(artifact: str) -> dict:
@@ -88,7 +88,7 @@ def test_epoch_samples_are_identical(tiny_run, second_run):
         for fold in _folds(tiny_run):
             first, second = _epoch_samples(tiny_run, stage, fold), _epoch_samples(second_run, stage, fold)
             assert len(first) == len(second) >= 1
-            for a, b in zip(first, second):
+            for a, b in zip(first, second, strict=False):
                 assert len(a) > 0
                 pd.testing.assert_frame_equal(a, b)
 
@@ -107,8 +107,10 @@ def test_cpu_weights_are_identical(tiny_run, second_run):
         a = torch.load(tiny_run / name, weights_only=True)
         b = torch.load(second_run / name, weights_only=True)
         tensors = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
-        pytest.fail(f"{name}: bytes differ; {len(tensors)} of {len(a['state_dict'])} tensors differ"
-                    + (f", e.g. {tensors[:3]}" if tensors else " (none: only the file around them)"))
+        pytest.fail(
+            f"{name}: bytes differ; {len(tensors)} of {len(a['state_dict'])} tensors differ"
+            + (f", e.g. {tensors[:3]}" if tensors else " (none: only the file around them)")
+        )
 
 
 def test_submission_is_identical(tiny_run, second_run):

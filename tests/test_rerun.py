@@ -29,8 +29,17 @@ pytestmark = pytest.mark.slow
 PARAMS_CHANGED = "Params have changed since last execution"
 UPDATED_BY_JOB = "Input files updated by another job"
 # What the workflow needs to parse and plan (a code edit is made in a copy of these).
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "schemas", "config.yaml", "tilepipe", "envs", "profiles",
-                  "report")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "rules",
+    "workflow_scripts",
+    "schemas",
+    "config.yaml",
+    "tilepipe",
+    "envs",
+    "profiles",
+    "report",
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +170,21 @@ def test_code_edit_reruns_exactly_the_rules_that_import_it(run, tmp_path):
     assert expected == {"tile_index", "pseudo_tile_index", "predict"}, "the edit's reach in this workflow"
 
     def run_copy(*args):
-        command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(run),
-                   "--configfile", str(repo / "config.yaml"), str(run / "overlay.yaml"), "--cores", "2", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(run),
+            "--configfile",
+            str(repo / "config.yaml"),
+            str(run / "overlay.yaml"),
+            "--cores",
+            "2",
+            *args,
+        ]
         (run / "overlay.yaml").write_text(yaml.safe_dump(TINY))
         env = {**os.environ, "PYTHONPATH": str(repo)}
         result = subprocess.run(command, capture_output=True, text=True, cwd=run, env=env)

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tilepipe.io import rle
 from tilepipe.errors import InputError
+from tilepipe.io import rle
 
 SETTINGS = settings(max_examples=300, deadline=None)
 
@@ -39,7 +39,7 @@ def reference_decode(text: str, shape) -> np.ndarray:
     h, w = shape
     pixels = [0] * (h * w)
     numbers = [int(t) for t in text.split()]
-    for start, length in zip(numbers[0::2], numbers[1::2]):
+    for start, length in zip(numbers[0::2], numbers[1::2], strict=False):
         for p in range(start - 1, start - 1 + length):
             pixels[p] = 1
     return np.array([[pixels[x * h + y] for x in range(w)] for y in range(h)], dtype=np.uint8)
@@ -127,7 +127,7 @@ def _mask(h, w, pixels):
 
 
 @pytest.mark.parametrize(
-    "mask, expected",
+    ("mask", "expected"),
     [
         (_mask(3, 4, [(0, 0)]), "1 1"),  # first pixel
         (_mask(3, 4, [(2, 3)]), "12 1"),  # last pixel
@@ -185,7 +185,7 @@ def test_encode_rejects_non_2d_masks():
 
 
 @pytest.mark.parametrize(
-    "text, problem",
+    ("text", "problem"),
     [
         ("1 2 3", "RLE has an odd number of numbers (3)"),
         ("1 2 x 4", "RLE token 'x' is not an integer"),

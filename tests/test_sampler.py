@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tilepipe.errors import InputError
 from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
+from tilepipe.errors import InputError
 
 
 def tiles_with_bins(bin_counts: dict[int, int], slide: str = "a") -> pd.DataFrame:
@@ -71,9 +71,9 @@ def test_sampling_is_a_pure_function_of_seed_fold_epoch():
     first = sample_epoch(tiles, epoch=4, seed=42, fold=1)
     assert first.equals(sample_epoch(tiles.copy(), epoch=4, seed=42, fold=1))
     for other in [
-        dict(epoch=5, seed=42, fold=1),
-        dict(epoch=4, seed=43, fold=1),
-        dict(epoch=4, seed=42, fold=2),
+        {"epoch": 5, "seed": 42, "fold": 1},
+        {"epoch": 4, "seed": 43, "fold": 1},
+        {"epoch": 4, "seed": 42, "fold": 2},
     ]:
         assert not first["y"].equals(sample_epoch(tiles, **other)["y"])
 
@@ -103,9 +103,7 @@ def test_one_class_only_is_a_clear_error(bins):
 
 
 def fold_fixture():
-    tiles = pd.concat(
-        [tiles_with_bins({0: 3, 1: 1}, slide=s) for s in ["a", "b", "c", "d"]], ignore_index=True
-    )
+    tiles = pd.concat([tiles_with_bins({0: 3, 1: 1}, slide=s) for s in ["a", "b", "c", "d"]], ignore_index=True)
     tiles["img_std"] = np.tile([5.0, 10.0, 30.0, 40.0], 4)
     tiles["tissue_ratio"] = np.tile([0.0, 0.5, 0.05, 0.9], 4)
     folds = pd.DataFrame({"slide": ["a", "b", "c", "d"], "patient": [1, 2, 3, 4], "fold": [0, 1, -1, 0]})

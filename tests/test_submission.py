@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilepipe.io import rle
 from tilepipe.errors import InputError
-from tilepipe.stores.probability import foreground_cutoff, write_probability
 from tilepipe.evaluation.submission import encode_prediction, write_submission
+from tilepipe.io import rle
+from tilepipe.stores.probability import foreground_cutoff, write_probability
 
 
 def probability_of(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -94,7 +94,7 @@ def test_submission_lists_every_id_in_the_sample_order(tmp_path):
     written = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(written.columns) == ["id", "predicted"] and written["id"].tolist() == ["c3", "a1", "b2"]
     assert written.loc[1, "predicted"] == ""
-    for slide, encoding in zip(written["id"], written["predicted"]):
+    for slide, encoding in zip(written["id"], written["predicted"], strict=False):
         np.testing.assert_array_equal(rle.decode(encoding, masks[slide].shape), masks[slide])
     assert out.read_text().splitlines()[2] == "a1,"
 

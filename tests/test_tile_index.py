@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tilepipe.data.tile_index import COLUMNS, DEFAULT_SATURATION_THRESHOLD, build_tile_index, write_tile_index
 from tilepipe.errors import InputError
 from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore, read_window
-from tilepipe.data.tile_index import COLUMNS, DEFAULT_SATURATION_THRESHOLD, build_tile_index, write_tile_index
 
 GLASS = (245, 244, 246)
 PINK = (215, 140, 185)
@@ -38,9 +38,7 @@ def blob_mask(height: int, width: int) -> np.ndarray:
 def labeled_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("slides") / "labeled.zarr"
     # chunk 192 is not a multiple of the 128 px grid step: bands straddle blocks.
-    write_slide_store(
-        path, tissue_image(1000, 1300, seed=0), blob_mask(1000, 1300), chunk=192, min_level_size=256
-    )
+    write_slide_store(path, tissue_image(1000, 1300, seed=0), blob_mask(1000, 1300), chunk=192, min_level_size=256)
     return path
 
 
@@ -57,9 +55,7 @@ def brute_force_index(path, slide, size, shift, tissue_level, threshold=DEFAULT_
     height, width = store.shape
     scale = 2**tissue_level
     low = store.levels[tissue_level][:]
-    saturated = (
-        cv2.cvtColor(np.ascontiguousarray(low.transpose(1, 2, 0)), cv2.COLOR_RGB2HSV)[..., 1] > threshold
-    )
+    saturated = cv2.cvtColor(np.ascontiguousarray(low.transpose(1, 2, 0)), cv2.COLOR_RGB2HSV)[..., 1] > threshold
     tissue = np.repeat(np.repeat(saturated, scale, axis=0), scale, axis=1)[:height, :width]
     rows = []
     for grid in [0, shift] if shift else [0]:
@@ -113,7 +109,7 @@ def test_unlabeled_slide_matches_brute_force(unlabeled_store):
     assert (tiles["mask_area"] == 0).all() and not tiles["is_masked"].any()
 
 
-@pytest.mark.parametrize("size, shift, level", [(200, 100, 2), (160, 0, 0), (300, 120, 1)])
+@pytest.mark.parametrize(("size", "shift", "level"), [(200, 100, 2), (160, 0, 0), (300, 120, 1)])
 def test_other_geometries_and_tissue_levels_match_brute_force(labeled_store, size, shift, level):
     tiles = build_tile_index(labeled_store, "labeled", size, shift, tissue_level=level)
     assert_same_index(tiles, brute_force_index(labeled_store, "labeled", size, shift, tissue_level=level))
@@ -141,9 +137,7 @@ def test_default_tissue_level_is_about_32_pixels_per_tile(labeled_store):
         pd.testing.assert_frame_equal(default, chosen)
     # 2^l must divide the grid step gcd(250, 125) = 125: only level 0 does.
     default = build_tile_index(labeled_store, "labeled", 250, 125)
-    pd.testing.assert_frame_equal(
-        default, build_tile_index(labeled_store, "labeled", 250, 125, tissue_level=0)
-    )
+    pd.testing.assert_frame_equal(default, build_tile_index(labeled_store, "labeled", 250, 125, tissue_level=0))
 
 
 def test_tissue_ratio_separates_glass_from_pink_tissue(tmp_path):
@@ -188,13 +182,13 @@ def test_index_is_deterministic_and_round_trips_through_parquet(labeled_store, t
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
-        (dict(size=256, shift=256), "0 <= shift < size"),
-        (dict(size=256, shift=-1), "0 <= shift < size"),
-        (dict(size=0, shift=0), "0 <= shift < size"),
-        (dict(size=256, shift=100, tissue_level=3), "downsample 8 does not divide the tile grid step 4"),
-        (dict(size=256, shift=128, tissue_level=4), "tissue level 4 not in the store's levels 0..3"),
+        ({"size": 256, "shift": 256}, "0 <= shift < size"),
+        ({"size": 256, "shift": -1}, "0 <= shift < size"),
+        ({"size": 0, "shift": 0}, "0 <= shift < size"),
+        ({"size": 256, "shift": 100, "tissue_level": 3}, "downsample 8 does not divide the tile grid step 4"),
+        ({"size": 256, "shift": 128, "tissue_level": 4}, "tissue level 4 not in the store's levels 0..3"),
     ],
 )
 def test_bad_geometry_is_an_input_error(labeled_store, kwargs, message):

@@ -3,29 +3,49 @@
 import contextlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from tilepipe.data.tile_index import build_tile_index
 from tilepipe.demo.plan import plan_demo
 from tilepipe.demo.render import render_slide
 from tilepipe.errors import InputError
 from tilepipe.model import load_checkpoint
 from tilepipe.stores.ngff import write_slide_store
-from tilepipe.data.tile_index import build_tile_index
 from tilepipe.training import trainer as train_module
 from tilepipe.training.trainer import train_fold
 
 SETTINGS = {
     "seed": 3,
-    "model": {"encoder": "resnet18", "encoder_weights": None, "center_channels": 16, "decoder_channels": 8,
-              "cbam": True, "hypercolumns": True, "deep_supervision": True, "clf_head": True},
+    "model": {
+        "encoder": "resnet18",
+        "encoder_weights": None,
+        "center_channels": 16,
+        "decoder_channels": 8,
+        "cbam": True,
+        "hypercolumns": True,
+        "deep_supervision": True,
+        "clf_head": True,
+    },
     "loss": {"bce": 1.0, "lovasz": 1.0, "deep": 0.1, "clf": 1.0},
-    "train": {"epochs": 3, "batch_size": 4, "lr": 3e-3, "weight_decay": 1e-5, "min_lr": 1e-4, "input_size": 64,
-              "read_level": "auto", "augmentations": [{"name": "HorizontalFlip", "p": 0.5}], "device": "cpu",
-              "amp": True, "cpu_bf16": False, "channels_last": False, "num_workers": 0, "deterministic": True,
-              "log_every": 100},
+    "train": {
+        "epochs": 3,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "weight_decay": 1e-5,
+        "min_lr": 1e-4,
+        "input_size": 64,
+        "read_level": "auto",
+        "augmentations": [{"name": "HorizontalFlip", "p": 0.5}],
+        "device": "cpu",
+        "amp": True,
+        "cpu_bf16": False,
+        "channels_last": False,
+        "num_workers": 0,
+        "deterministic": True,
+        "log_every": 100,
+    },
     "sampling": {"min_img_std": None, "min_tissue_ratio": None},
 }
 
@@ -34,8 +54,17 @@ SETTINGS = {
 def dataset(tmp_path_factory):
     """Four small demo slides (one per patient) with stores, tile index and 2 folds."""
     root = tmp_path_factory.mktemp("train_data")
-    demo = {"train_patients": 4, "slides_per_patient": 1, "test_slides": 1, "external_slides": 0,
-            "height": 512, "width": 512, "glomerulus_diameter": [40, 90], "size_jitter": 0.0, "polygon_slides": 0}
+    demo = {
+        "train_patients": 4,
+        "slides_per_patient": 1,
+        "test_slides": 1,
+        "external_slides": 0,
+        "height": 512,
+        "width": 512,
+        "glomerulus_diameter": [40, 90],
+        "size_jitter": 0.0,
+        "polygon_slides": 0,
+    }
     slides = [s for s in plan_demo(demo, seed=5) if s.split == "train"]
     stores, tiles = {}, []
     for slide in slides:
@@ -44,15 +73,25 @@ def dataset(tmp_path_factory):
         write_slide_store(path, rendered.image.transpose(2, 0, 1), rendered.mask, chunk=128, min_level_size=128)
         stores[slide.id] = str(path)
         tiles.append(build_tile_index(path, slide.id, size=128, shift=64))
-    folds = pd.DataFrame({"slide": [s.id for s in slides], "patient": [str(s.patient) for s in slides],
-                          "fold": [0, 0, 1, 1]})
+    folds = pd.DataFrame(
+        {"slide": [s.id for s in slides], "patient": [str(s.patient) for s in slides], "fold": [0, 0, 1, 1]}
+    )
     return pd.concat(tiles, ignore_index=True), folds, stores
 
 
 def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None):
     tiles, folds, stores = dataset
-    train_fold(tiles, folds, stores, fold, settings, out / "model.pt", out / "metrics.csv", out / "state" / "last.pt",
-               init_path=init_path)
+    train_fold(
+        tiles,
+        folds,
+        stores,
+        fold,
+        settings,
+        out / "model.pt",
+        out / "metrics.csv",
+        out / "state" / "last.pt",
+        init_path=init_path,
+    )
     return pd.read_csv(out / "metrics.csv")
 
 
@@ -133,7 +172,7 @@ def test_checkpoint_reloads_to_the_best_epoch(dataset, straight):
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         ({"model": {**SETTINGS["model"], "encoder": "resnet999"}}, "unknown encoder 'resnet999'"),
         ({"train": {**SETTINGS["train"], "augmentations": [{"name": "Sharpenn"}]}}, "Sharpenn"),
@@ -176,7 +215,9 @@ def test_stage2_starts_from_the_given_checkpoint(dataset, straight, tmp_path):
     started = train_module.FoldTrainer(inputs, 0, SETTINGS, torch.device("cpu"), init_path=straight / "model.pt")
     best = load_checkpoint(straight / "model.pt").state_dict()
     assert all(torch.equal(started.model.state_dict()[k], best[k]) for k in best)
-    assert started.validate(epoch=1)["val_dice"] == pytest.approx(pd.read_csv(straight / "metrics.csv")["val_dice"].max())
+    assert started.validate(epoch=1)["val_dice"] == pytest.approx(
+        pd.read_csv(straight / "metrics.csv")["val_dice"].max()
+    )
     other = {**SETTINGS, "model": {**SETTINGS["model"], "decoder_channels": 16}}
     with pytest.raises(InputError, match="decoder_channels") as err:
         run(dataset, tmp_path, other, init_path=straight / "model.pt")

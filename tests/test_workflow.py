@@ -46,7 +46,7 @@ def test_tile_size_change_reruns_tiles_not_ingest(tiny_run):
 
 
 @pytest.mark.parametrize(
-    "overlay, message",
+    ("overlay", "message"),
     [
         ({"tiles": {"size": "big"}}, "'big' is not of type 'integer'"),
         ({"tiles": {"sise": 256}}, "'sise' was unexpected"),

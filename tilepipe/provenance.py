@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def _tilepipe_imports(path: Path) -> frozenset[str]:
     return frozenset(n for n in found if n.split(".")[0] == PACKAGE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _direct_imports(path: Path) -> frozenset[str]:
     return _tilepipe_imports(path)
 
@@ -279,9 +279,11 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
             lines.append(f"{artifact}: only in {a if artifact in run_a else b}")
             continue
         flat_a, flat_b = _flatten(run_a[artifact]), _flatten(run_b[artifact])
-        for key in sorted(set(flat_a) | set(flat_b)):
-            if flat_a.get(key) != flat_b.get(key):
-                lines.append(f"{artifact}: {key}: {flat_a.get(key)!r} != {flat_b.get(key)!r}")
+        lines.extend(
+            f"{artifact}: {key}: {flat_a.get(key)!r} != {flat_b.get(key)!r}"
+            for key in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(key) != flat_b.get(key)
+        )
     return lines
 
 

@@ -17,13 +17,13 @@ def derive_seed(*keys: int) -> int:
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators with ``seed``."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG is what libraries draw from)
     torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
     """The global generators' states as plain types (for a ``weights_only`` checkpoint)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002
     return {
         "python": random.getstate(),
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -37,7 +37,7 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

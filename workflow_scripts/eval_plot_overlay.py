@@ -6,14 +6,14 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from tilepipe.evaluation.dice import read_truth_rows
 from tilepipe.evaluation.plots import plot_overlay
-from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.provenance import record_job
+from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.stores.slide import SlideStore
 
 slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
 store = SlideStore(snakemake.input.store)
 truth = store.labels
-if "truth" in snakemake.input.keys():
+if "truth" in snakemake.input:
     truth = read_truth_rows(snakemake.input.truth, slide, store.shape)
 threshold = snakemake.params.threshold
 plot_overlay(

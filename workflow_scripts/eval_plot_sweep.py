@@ -10,8 +10,10 @@ from tilepipe.evaluation.plots import plot_threshold_sweep
 from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages
-sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps)}
-thresholds = {stage: float(pd.read_csv(p)["threshold"].iloc[0]) for stage, p in zip(stages, snakemake.input.dice)}
+sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps, strict=False)}
+thresholds = {
+    stage: float(pd.read_csv(p)["threshold"].iloc[0]) for stage, p in zip(stages, snakemake.input.dice, strict=False)
+}
 plot_threshold_sweep(sweeps, thresholds, snakemake.output[0])
 
 record_job(snakemake)

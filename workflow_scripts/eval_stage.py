@@ -6,9 +6,9 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
+from tilepipe.data.folds import read_folds
 from tilepipe.errors import InputError
 from tilepipe.evaluation.dice import evaluation_threshold, read_histogram, slide_dice, threshold_sweep, write_csv
-from tilepipe.data.folds import read_folds
 from tilepipe.provenance import record_job
 
 folds = read_folds(snakemake.input.folds)

@@ -11,8 +11,8 @@ from tilepipe.evaluation.dice import summarize, write_csv
 from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages
-tables = {stage: pd.read_csv(p, dtype={"slide": str}) for stage, p in zip(stages, snakemake.input.dice)}
-sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps)}
+tables = {stage: pd.read_csv(p, dtype={"slide": str}) for stage, p in zip(stages, snakemake.input.dice, strict=False)}
+sweeps = {stage: pd.read_csv(p) for stage, p in zip(stages, snakemake.input.sweeps, strict=False)}
 submission = pd.read_csv(snakemake.input.submission[0], dtype={"id": str}) if snakemake.input.submission else None
 summary = summarize(
     tables,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tilepipe.io.kaggle import KaggleDataset
 from tilepipe.data.folds import make_folds, write_folds
+from tilepipe.io.kaggle import KaggleDataset
 from tilepipe.provenance import record_job
 
 dataset = KaggleDataset(Path(snakemake.input.info).parent)

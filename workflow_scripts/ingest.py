@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
-from tilepipe.io.kaggle import TRAIN_CSV, KaggleDataset
 from tilepipe.data.ingest import ingest_slide
+from tilepipe.io.kaggle import TRAIN_CSV, KaggleDataset
 from tilepipe.provenance import record_job
 
 slide_id = snakemake.wildcards.slide

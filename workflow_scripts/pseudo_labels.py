@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from tilepipe.provenance import record_job
 from tilepipe.inference.pseudo import write_pseudo_labels
+from tilepipe.provenance import record_job
 
 pixels = write_pseudo_labels(
     snakemake.input.store, snakemake.input.prediction, snakemake.output[0], snakemake.params.threshold

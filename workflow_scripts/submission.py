@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
-from tilepipe.provenance import record_job
 from tilepipe.evaluation.submission import write_submission
+from tilepipe.provenance import record_job
 
 write_submission(
     snakemake.input.sample,

@@ -4,11 +4,11 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from tilepipe.provenance import record_job
 from tilepipe.data.tile_index import build_tile_index, write_tile_index
+from tilepipe.provenance import record_job
 
 tiles = snakemake.params.tiles
-pseudo = "labels" in snakemake.input.keys()
+pseudo = "labels" in snakemake.input
 index = build_tile_index(
     snakemake.input[0],
     snakemake.wildcards.slide,

@@ -27,11 +27,11 @@ def rle2mask(mask_rle, shape):
     ends = starts + lengths
 
     # A blank image the size of the original.
-    img = np.zeros(shape[0]*shape[1], dtype=np.uint8)
+    img = np.zeros(shape[0] * shape[1], dtype=np.uint8)
 
     # 1 is mask, 0 is background.
-    for lo, hi in zip(starts, ends):
-        img[lo: hi] = 1
+    for lo, hi in zip(starts, ends, strict=False):
+        img[lo:hi] = 1
 
     # RLE runs top to bottom, then left to right, so reshape to
     # (width, height) and transpose to (height, width).
@@ -52,4 +52,4 @@ def mask2rle(img):
     runs[1::2] -= runs[::2]
 
     # Join the numbers with spaces.
-    return ' '.join(str(x) for x in runs)
+    return " ".join(str(x) for x in runs)

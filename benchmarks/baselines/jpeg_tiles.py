@@ -51,8 +51,17 @@ def write_tiles(image_cyx: np.ndarray, mask_yx: np.ndarray, slide: str, tiles: p
 class JpegTileDataset(Dataset):
     """Samples read from per-tile JPEG/PNG files; items as ``tilepipe.data.tile_dataset.TileDataset``'s."""
 
-    def __init__(self, tiles: pd.DataFrame, tile_dir: str | os.PathLike, input_size: int, augment=None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        tiles: pd.DataFrame,
+        tile_dir: str | os.PathLike,
+        input_size: int,
+        augment=None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        seed: int = 0,
+        epoch: int = 0,
+    ):
         self.stems = [tile_stem(*row) for row in tiles[["slide", "y", "x", "size"]].itertuples(index=False)]
         self.slides = tiles["slide"].astype(str).to_numpy()
         self.ys = tiles["y"].to_numpy(dtype=np.int64)
@@ -73,8 +82,9 @@ class JpegTileDataset(Dataset):
         image = cv2.imread(str(self.tile_dir / f"{self.stems[index]}.jpg"))
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        mask = resize_mask(cv2.imread(str(self.tile_dir / f"{self.stems[index]}.png"), cv2.IMREAD_GRAYSCALE),
-                           self.input_size)
+        mask = resize_mask(
+            cv2.imread(str(self.tile_dir / f"{self.stems[index]}.png"), cv2.IMREAD_GRAYSCALE), self.input_size
+        )
         if self.augment is not None:
             reseed(self.augment, derive_seed(self.seed, self.epoch, index))
             augmented = self.augment(image=image, mask=mask)

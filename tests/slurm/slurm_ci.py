@@ -1,13 +1,13 @@
 """Helpers of tests/slurm/run_slurm_ci.sh (run with the venv's python, from the repository).
 
-  overlay PATH                          write the tiny demo overlay (tests/conftest.py TINY) as YAML
-  resource-args PROFILE MEM_MB          print extra snakemake arguments (one per line) that fit the
-                                        profile's per-rule memory requests into a node of MEM_MB;
-                                        nothing when they fit already
-  check WORKDIR OUTPUT LOCAL_WORKDIR NODE
-                                        assert that the SLURM run in WORKDIR (snakemake output in
-                                        OUTPUT) ran its jobs as SLURM jobs on NODE, and that its
-                                        submission equals the local run's byte for byte
+overlay PATH                          write the tiny demo overlay (tests/conftest.py TINY) as YAML
+resource-args PROFILE MEM_MB          print extra snakemake arguments (one per line) that fit the
+                                      profile's per-rule memory requests into a node of MEM_MB;
+                                      nothing when they fit already
+check WORKDIR OUTPUT LOCAL_WORKDIR NODE
+                                      assert that the SLURM run in WORKDIR (snakemake output in
+                                      OUTPUT) ran its jobs as SLURM jobs on NODE, and that its
+                                      submission equals the local run's byte for byte
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def check(workdir: str, output: str, local_workdir: str, node: str) -> None:
     remote = [rule for local, rule in headers if not local]
     local = [rule for local, rule in headers if local]
     if len(submitted) != len(remote):
-        raise CheckFailed(f"{len(remote)} jobs were scheduled for the cluster but {len(submitted)} SLURM job ids were printed")
+        raise CheckFailed(
+            f"{len(remote)} jobs were scheduled for the cluster but {len(submitted)} SLURM job ids were printed"
+        )
 
     # A retried job (profile: retries) is submitted again under a new SLURM
     # id: the last attempt must have completed; earlier ones are reported.
@@ -110,7 +112,9 @@ def check(workdir: str, output: str, local_workdir: str, node: str) -> None:
         if slurm_id in retried:
             continue
         if job.get("JobState") != "COMPLETED" or job.get("ExitCode") != "0:0":
-            raise CheckFailed(f"SLURM job {slurm_id} ({rule}): JobState={job.get('JobState')} ExitCode={job.get('ExitCode')}")
+            raise CheckFailed(
+                f"SLURM job {slurm_id} ({rule}): JobState={job.get('JobState')} ExitCode={job.get('ExitCode')}"
+            )
         if job.get("NodeList") != node:
             raise CheckFailed(f"SLURM job {slurm_id} ({rule}) ran on {job.get('NodeList')!r}, not {node!r}")
         gpus = job.get("TresPerJob", "") + job.get("TresPerNode", "")
@@ -123,7 +127,7 @@ def check(workdir: str, output: str, local_workdir: str, node: str) -> None:
     wrongly_remote = LOCAL_RULES & set(by_rule)
     if wrongly_remote:
         raise CheckFailed(f"local rules {sorted(wrongly_remote)} were submitted to SLURM")
-    if not LOCAL_RULES <= set(local):
+    if not set(local) >= LOCAL_RULES:
         raise CheckFailed(f"local rules {sorted(LOCAL_RULES - set(local))} did not run on the submit host")
 
     ours = {slurm_id for _, slurm_id, _ in submitted}

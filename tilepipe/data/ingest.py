@@ -10,12 +10,13 @@ whatever the slide's size. The store appears atomically, or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,11 @@ from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import create_image, create_labels, level_shapes
 from tilepipe.io.polygons import load_polygons, rasterize
 from tilepipe.io.rle import parse as parse_rle
-from tilepipe.stores.slide import LABEL_NAME
 from tilepipe.io.tiff import SlideTiff
+from tilepipe.stores.ngff import create_image, create_labels, level_shapes
+from tilepipe.stores.slide import LABEL_NAME
 
 __all__ = ["ingest_slide"]
 
@@ -73,22 +74,15 @@ def ingest_slide(
             eh, ew = expected_shape
             raise InputError(
                 tiff_path,
-                f"image is {height} x {width} pixels (height x width) "
-                f"but the dataset information says {eh} x {ew}",
+                f"image is {height} x {width} pixels (height x width) but the dataset information says {eh} x {ew}",
             )
-        mask_bands = _mask_bands(
-            rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width)
-        )
+        mask_bands = _mask_bands(rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width))
         with atomic_output(out_path) as tmp, ThreadPoolExecutor(slide.workers) as pool:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             shapes = level_shapes(height, width, min_level_size)
             name = out_path.name.removesuffix(".zarr")
             image = create_image(group, shapes, chunk=chunk, name=name, pool=pool)
-            labels = (
-                None
-                if mask_bands is None
-                else create_labels(group, LABEL_NAME, shapes, chunk=chunk, pool=pool)
-            )
+            labels = None if mask_bands is None else create_labels(group, LABEL_NAME, shapes, chunk=chunk, pool=pool)
             with tqdm(
                 total=height,
                 unit="row",
@@ -152,7 +146,7 @@ def _prefetched(items: Generator[np.ndarray, None, None], depth: int = 1) -> Ite
                 if stop.is_set():
                     return
             handoff.put((done, None))
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+        except BaseException as err:
             handoff.put((None, err))
         finally:
             items.close()
@@ -170,8 +164,6 @@ def _prefetched(items: Generator[np.ndarray, None, None], depth: int = 1) -> Ite
     finally:
         stop.set()
         while thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 handoff.get_nowait()
-            except queue.Empty:
-                pass
             thread.join(timeout=0.1)

@@ -28,7 +28,6 @@ def auto_level(tile_size: int, input_size: int, n_levels: int) -> int:
     return level
 
 
-
 def resize_image(image_cyx: np.ndarray, size: int) -> np.ndarray:
     """Return a (c, y, x) uint8 image resized to (size, size, c) with ``cv2.INTER_AREA``.
 
@@ -38,7 +37,6 @@ def resize_image(image_cyx: np.ndarray, size: int) -> np.ndarray:
     if image_cyx.shape[1:] == (size, size):
         return np.ascontiguousarray(image_cyx.transpose(1, 2, 0))
     return cv2.merge([cv2.resize(plane, (size, size), interpolation=cv2.INTER_AREA) for plane in image_cyx])
-
 
 
 def resize_mask(mask_yx: np.ndarray, size: int) -> np.ndarray:
@@ -70,7 +68,6 @@ def resize_mask(mask_yx: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-
 def normalisation(
     mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +76,6 @@ def normalisation(
     scale = (1 / (255 * std_array)).astype(np.float32)
     offset = (-np.asarray(mean, dtype=np.float32) / std_array).astype(np.float32)
     return scale, offset
-
 
 
 def normalise(image_yxc: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -95,10 +95,8 @@ def validation_tiles(
 def _fold_of_tiles(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int) -> np.ndarray:
     """Fold of each tile's slide (int64 array aligned with ``tiles``)."""
     if fold < 0 or fold not in set(folds["fold"]):
-        raise InputError(
-            None, f"fold {fold} is not a fold of the split (folds: {sorted(set(folds['fold']))})"
-        )
-    fold_of = tiles["slide"].map(dict(zip(folds["slide"], folds["fold"])))
+        raise InputError(None, f"fold {fold} is not a fold of the split (folds: {sorted(set(folds['fold']))})")
+    fold_of = tiles["slide"].map(dict(zip(folds["slide"], folds["fold"], strict=False)))
     if fold_of.isna().any():
         unknown = ", ".join(map(str, tiles.loc[fold_of.isna(), "slide"].unique()))
         raise InputError(None, f"tiles of slide(s) {unknown} have no fold")

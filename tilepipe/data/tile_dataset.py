@@ -28,8 +28,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tilepipe.data.augment import reseed
+from tilepipe.data.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    auto_level,
+    normalisation,
+    normalise,
+    resize_image,
+    resize_mask,
+)
 from tilepipe.errors import InputError
-from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level, normalisation, normalise, resize_image, resize_mask
 from tilepipe.seeding import derive_seed
 from tilepipe.stores.slide import SlideStore
 
@@ -171,7 +179,7 @@ def seed_worker(worker_id: int) -> None:
     copied from the parent.)
     """
     worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
+    np.random.seed(worker_seed)  # noqa: NPY002 (the global RNG is what libraries draw from)
     random.seed(worker_seed)
 
 

@@ -92,10 +92,8 @@ def build_tile_index(
     block = math.gcd(size, shift)
     height, width = store.shape
     grids = [0] + ([shift] if shift else [])
-    origins = [
-        (grid, y, x) for grid in grids for y in range(grid, height, size) for x in range(grid, width, size)
-    ]
-    grid, y, x = (np.array(column, dtype=np.int64) for column in zip(*origins))
+    origins = [(grid, y, x) for grid in grids for y in range(grid, height, size) for x in range(grid, width, size)]
+    grid, y, x = (np.array(column, dtype=np.int64) for column in zip(*origins, strict=False))
     padded_blocks = (
         int((y.max() + size) // block),
         int((x.max() + size) // block),
@@ -117,7 +115,7 @@ def build_tile_index(
     n_values = 3 * size * size
     img_std = [
         math.sqrt(n_values * q - s * s) / n_values
-        for s, q in zip(tile_sums(value_sums).tolist(), tile_sums(square_sums).tolist())
+        for s, q in zip(tile_sums(value_sums).tolist(), tile_sums(square_sums).tolist(), strict=False)
     ]
     mask_area = tile_sums(mask_sums)
     mask_ratio = mask_area / float(size * size)
@@ -204,9 +202,7 @@ def _tissue_block_areas(
         raise InputError(None, f"tissue level {level} not in the store's levels 0..{len(store.levels) - 1}")
     scale = 2**level
     if block % scale:
-        raise InputError(
-            None, f"tissue level {level}: downsample {scale} does not divide the tile grid step {block}"
-        )
+        raise InputError(None, f"tissue level {level}: downsample {scale} does not divide the tile grid step {block}")
     height, width = store.shape
     level_height, level_width = store.level_shape(level)
     if (level_height, level_width) != (-(-height // scale), -(-width // scale)):

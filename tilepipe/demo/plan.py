@@ -30,10 +30,8 @@ LAYOUTS = (
 )
 
 
-
 # Test and external slides are drawn from the layouts that trip readers up most.
 UNLABELED_LAYOUTS = ("planar5d", "pyramid_subifds", "single_strip", "jpeg_tiles")
-
 
 
 # Random streams: numpy's SeedSequence pads entropy with zeros, so [seed] and
@@ -41,17 +39,13 @@ UNLABELED_LAYOUTS = ("planar5d", "pyramid_subifds", "single_strip", "jpeg_tiles"
 PLAN_STREAM = 0
 
 
-
 RENDER_STREAM = 1
-
 
 
 DONOR_STREAM = 2
 
 
-
 CORTEX_STREAM = 3
-
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,6 @@ class DemoSlide:
     height: int
     width: int
     glomerulus_diameter: tuple[float, float]
-
 
 
 def plan_demo(settings: dict, seed: int) -> list[DemoSlide]:
@@ -130,7 +123,6 @@ def plan_demo(settings: dict, seed: int) -> list[DemoSlide]:
     return slides
 
 
-
 def _slide_ids(seed: int, count: int) -> list[str]:
     """Return ``count`` unique 9-hex-character ids derived from ``seed``."""
     ids: list[str] = []
@@ -144,7 +136,6 @@ def _slide_ids(seed: int, count: int) -> list[str]:
         ids.append(candidate)
         attempt = 0
     return ids
-
 
 
 def _checked_settings(settings: dict) -> dict:

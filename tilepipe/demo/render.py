@@ -53,6 +53,7 @@ _PALETTE = np.array(
 _NUCLEUS_DENSITY = np.array([0, 0.0015, 0.012, 0.004, 0, 0.0008, 0.022, 0.01, 0, 0, 0.018], dtype=np.float32)
 _CAPILLARY_DENSITY = np.array([0, 0, 0, 0, 0, 0, 0.004, 0, 0, 0, 0], dtype=np.float32)
 
+
 @dataclass(frozen=True, eq=False)
 class RenderedSlide:
     """A rendered slide: ``image`` (y, x, c) uint8 RGB; ``tissue`` (y, x) bool;
@@ -297,5 +298,3 @@ def _colourize(rng: np.random.Generator, labels: np.ndarray, tissue: np.ndarray)
     in_tissue = tissue.astype(np.float32)
     texture = 1 + 0.01 * grain + in_tissue * (0.04 * grain + 0.04 * shading)
     return cv2.multiply(image, cv2.merge([texture, texture, texture]), dtype=cv2.CV_8U)
-
-

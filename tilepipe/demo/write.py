@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 
 from tilepipe.atomic import atomic_output
-from tilepipe.demo.plan import CORTEX_STREAM, DONOR_STREAM, LAYOUTS, DemoSlide
+from tilepipe.demo.plan import CORTEX_STREAM, DONOR_STREAM, DemoSlide
 from tilepipe.demo.render import render_slide
 from tilepipe.io.polygons import write_polygons
 from tilepipe.io.rle import encode
@@ -38,13 +38,10 @@ __all__ = ["demo_paths", "submission_order", "write_demo_slide", "write_demo_tab
 _TILE = (256, 256)
 
 
-
 _PYRAMID_LEVELS = 2  # reduced levels below level 0 in "pyramid_subifds"
 
 
-
 _JPEG_QUALITY = 90
-
 
 
 _INFO_COLUMNS = [
@@ -65,7 +62,6 @@ _INFO_COLUMNS = [
     "percent_cortex",
     "percent_medulla",
 ]
-
 
 
 def write_tiff(path: str | os.PathLike, image: np.ndarray, layout: str) -> None:
@@ -101,7 +97,6 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray, layout: str) -> None:
             raise ValueError(f"unknown layout {layout!r}")
 
 
-
 def demo_paths(slide: DemoSlide, data_root: str | os.PathLike, truth_dir: str | os.PathLike) -> dict[str, Path]:
     """Return the files :func:`write_demo_slide` writes: "tiff", "truth" and, for train slides, "polygons"."""
     folder = Path(data_root) / slide.split
@@ -109,7 +104,6 @@ def demo_paths(slide: DemoSlide, data_root: str | os.PathLike, truth_dir: str | 
     if slide.split == "train":
         paths["polygons"] = folder / f"{slide.id}.json"
     return paths
-
 
 
 def write_demo_slide(slide: DemoSlide, data_root: str | os.PathLike, truth_dir: str | os.PathLike, seed: int) -> None:
@@ -127,7 +121,6 @@ def write_demo_slide(slide: DemoSlide, data_root: str | os.PathLike, truth_dir: 
         tmp.write_text(encode(rendered.mask) + "\n")
 
 
-
 def submission_order(slides: Iterable[DemoSlide]) -> list[DemoSlide]:
     """Return the test slides in sample_submission order: plan order, never sorted by id.
 
@@ -138,7 +131,6 @@ def submission_order(slides: Iterable[DemoSlide]) -> list[DemoSlide]:
     if len(tests) > 1 and [s.id for s in tests] == sorted(s.id for s in tests):
         tests = tests[1:] + tests[:1]
     return tests
-
 
 
 def write_demo_tables(
@@ -165,7 +157,6 @@ def write_demo_tables(
     _write_csv(truth_csv, ["id", "predicted"], [[s.id, truth(s)] for s in tests])
     described = [s for s in slides if s.split in ("train", "test")]
     _write_csv(data_root / "HuBMAP-20-dataset_information.csv", _INFO_COLUMNS, [_info_row(s) for s in described])
-
 
 
 def _info_row(slide: DemoSlide) -> list[Any]:
@@ -199,10 +190,8 @@ def _info_row(slide: DemoSlide) -> list[Any]:
     ]
 
 
-
 def _write_csv(path: str | os.PathLike, header: list[str], rows: list[list[Any]]) -> None:
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tilepipe.io import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
+from tilepipe.io import rle
 from tilepipe.stores.probability import PROBABILITY_SCALE, foreground_cutoff, read_probability
 from tilepipe.stores.slide import SlideStore
 
@@ -366,7 +366,7 @@ def _read_rles(path: str | os.PathLike) -> dict[str, str]:
     repeated = frame["id"][frame["id"].duplicated()].tolist()
     if repeated:
         raise InputError(path, f"id {repeated[0]} is listed more than once")
-    return dict(zip(frame["id"], frame["predicted"]))
+    return dict(zip(frame["id"], frame["predicted"], strict=False))
 
 
 def summarize(

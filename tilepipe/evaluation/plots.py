@@ -57,7 +57,7 @@ def plot_training_curves(metrics: Mapping[int, pd.DataFrame], out_png: str | os.
     folds = sorted(metrics)
     figure = Figure(figsize=(4.2 * len(folds), 3.6), layout="constrained")
     panels = figure.subplots(1, len(folds), squeeze=False)[0]
-    for panel, fold in zip(panels, folds):
+    for panel, fold in zip(panels, folds, strict=False):
         table = metrics[fold]
         panel.plot(table["epoch"], table["train_loss"], marker="o", color="tab:blue", label="train loss")
         panel.plot(table["epoch"], table["val_loss"], marker="o", color="tab:orange", label="val loss")
@@ -92,7 +92,7 @@ def plot_slide_dice(table: pd.DataFrame, out_png: str | os.PathLike, title: str)
     axis.set_xticks(positions, table["slide"], rotation=60, ha="right", fontsize="small")
     axis.set_ylim(0, 1)
     axis.set_ylabel(f"Dice at threshold {float(table['threshold'].iloc[0]):g}")
-    folds = sorted(set(int(f) for f in table["fold"]))
+    folds = sorted({int(f) for f in table["fold"]})
     handles = [Patch(color=_fold_colour(fold), label=f"fold {fold}") for fold in folds]
     axis.legend(handles=handles + axis.get_legend_handles_labels()[0], loc="lower right", fontsize="small")
     axis.set_title(title)

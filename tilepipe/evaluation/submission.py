@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tilepipe.io import rle
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
+from tilepipe.io import rle
 from tilepipe.stores.probability import foreground_cutoff, read_probability
 
 __all__ = ["BLOCK_BYTES", "encode_prediction", "write_submission"]
@@ -35,9 +35,7 @@ __all__ = ["BLOCK_BYTES", "encode_prediction", "write_submission"]
 BLOCK_BYTES = 64 << 20  # probability bytes per column block
 
 
-def encode_prediction(
-    prob_store_path: str | os.PathLike, threshold: float, *, block_bytes: int = BLOCK_BYTES
-) -> str:
+def encode_prediction(prob_store_path: str | os.PathLike, threshold: float, *, block_bytes: int = BLOCK_BYTES) -> str:
     """Return the Kaggle RLE of the probability store's mask at ``threshold`` (see the module docstring).
 
     Equal to ``tilepipe.io.rle.encode(probability >= foreground_cutoff(threshold))``;

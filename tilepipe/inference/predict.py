@@ -49,12 +49,12 @@ from torch import nn
 from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
-from tilepipe.errors import InputError
 from tilepipe.data.preprocess import normalisation, normalise, resize_image
+from tilepipe.data.tile_index import DEFAULT_SATURATION_THRESHOLD
+from tilepipe.errors import InputError
+from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.stores.probability import PROBABILITY_SCALE, create_probability_array
 from tilepipe.stores.slide import SlideStore
-from tilepipe.data.tile_index import DEFAULT_SATURATION_THRESHOLD
-from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 
 __all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "tissue_fractions"]
 
@@ -127,15 +127,16 @@ def predict_slide(
     }
     stats = {"windows": len(grid), "skipped_background": 0, "skipped_classifier": 0, "segmented": 0}
     out_path = Path(out_path)
-    with atomic_output(out_path) as tmp, tqdm(
-        total=len(grid), desc=out_path.stem, unit="window", disable=not progress
-    ) as bar:
+    with (
+        atomic_output(out_path) as tmp,
+        tqdm(total=len(grid), desc=out_path.stem, unit="window", disable=not progress) as bar,
+    ):
         output = create_probability_array(tmp, out_path.stem, (height, width), grid.keep, settings)
         for row in range(grid.rows):
             windows = grid.row(row)
             if tissue_level is not None:
                 fractions = tissue_fractions(store, grid, row, tissue_level, saturation_threshold)
-                windows = [w for w, fraction in zip(windows, fractions) if fraction > min_tissue]
+                windows = [w for w, fraction in zip(windows, fractions, strict=False) if fraction > min_tissue]
             stats["skipped_background"] += grid.cols - len(windows)
             bar.update(grid.cols - len(windows))
             centre_y, centre_height = grid.row_y(row)
@@ -231,18 +232,14 @@ class _Ensemble:
                 raise InputError(None, f"clf_threshold must be in [0, 1] or None, got {clf_threshold}")
             headless = [i for i, m in enumerate(models) if not getattr(m, "has_classifier", True)]
             if headless:
-                raise InputError(
-                    None, f"clf_threshold is set but model {headless[0]} has no classification head"
-                )
+                raise InputError(None, f"clf_threshold is set but model {headless[0]} has no classification head")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.models = [model.eval().to(device, memory_format=self.memory_format) for model in models]
         self.flips = [FLIPS[name] for name in tta]
         self.clf_threshold = clf_threshold
         self.device = device
         self.autocast = (
-            torch.autocast("cuda", dtype=torch.float16)
-            if amp and device.type == "cuda"
-            else contextlib.nullcontext()
+            torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
         )
 
     @torch.inference_mode()
@@ -275,8 +272,8 @@ class _Ensemble:
             .cpu()
             .numpy()
         )
-        kept = [window for window, ok in zip(windows, passed.tolist()) if ok]
-        return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised)]
+        kept = [window for window, ok in zip(windows, passed.tolist(), strict=False) if ok]
+        return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised, strict=False)]
 
     def _probability(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Return ``(probability, passed)`` for a batch of b windows.
@@ -301,7 +298,7 @@ class _Ensemble:
         if not passed.all():
             index = passed.nonzero().view(-1).to(images.device)
             features = [_select(f, index) for f in features]
-        total = sum(self._segment(model, dims, f) for (model, dims), f in zip(runs, features))
+        total = sum(self._segment(model, dims, f) for (model, dims), f in zip(runs, features, strict=False))
         return total / len(runs), passed
 
     @staticmethod

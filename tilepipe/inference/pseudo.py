@@ -18,8 +18,8 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.stores.ngff import create_label_levels, list_label
+from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
 
@@ -34,7 +34,9 @@ def write_pseudo_labels(
     store = SlideStore(slide_store)
     probability = read_probability(probability_store)
     if probability.shape != store.shape:
-        raise InputError(probability_store, f"prediction shape {probability.shape} differs from the slide's {store.shape}")
+        raise InputError(
+            probability_store, f"prediction shape {probability.shape} differs from the slide's {store.shape}"
+        )
     cutoff = foreground_cutoff(threshold)
     shapes = [store.level_shape(level) for level in range(len(store.levels))]
     chunk = store.levels[0].chunks[-1]
@@ -44,9 +46,7 @@ def write_pseudo_labels(
     with atomic_output(out_path) as tmp, ThreadPoolExecutor(os.cpu_count()) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         labels = root.require_group("labels")
-        writer = create_label_levels(
-            labels.require_group(LABEL_NAME), shapes, chunk=chunk, name=LABEL_NAME, pool=pool
-        )
+        writer = create_label_levels(labels.require_group(LABEL_NAME), shapes, chunk=chunk, name=LABEL_NAME, pool=pool)
         for y0 in range(0, height, band_rows):
             band = (probability[y0 : y0 + band_rows, :] >= cutoff).astype(np.uint8)
             foreground += int(band.sum(dtype=np.int64))

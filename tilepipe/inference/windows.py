@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tilepipe.errors import InputError
 from tilepipe.data.preprocess import auto_level
+from tilepipe.errors import InputError
 
 __all__ = ["CentreGrid", "Window", "centre_grid", "choose_read_level", "choose_tissue_level"]
 

@@ -184,5 +184,6 @@ class KaggleDataset:
         for slide_id in self.train_ids:
             if self.rle(slide_id) is None and self.polygons_path(slide_id) is None:
                 raise InputError(
-                    self._tiffs["train"][slide_id], f"train slide {slide_id} has no row in {TRAIN_CSV} and no {slide_id}.json"
+                    self._tiffs["train"][slide_id],
+                    f"train slide {slide_id} has no row in {TRAIN_CSV} and no {slide_id}.json",
                 )

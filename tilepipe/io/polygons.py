@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -232,10 +233,9 @@ def write_polygons(path: str | os.PathLike, polygons: Iterable[Polygon], class_n
         }
         for polygon in polygons
     ]
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(features, f)
-            f.write("\n")
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(features, f)
+        f.write("\n")
 
 
 def _closed(ring: np.ndarray) -> list[list[float]]:

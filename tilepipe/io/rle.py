@@ -105,7 +105,7 @@ class Runs:
         # toggle and below the last stay zero.
         first_row, last_row = int(top.min()), min(int(bottom.max()), out.shape[0] - 1)
         xor = np.bitwise_xor
-        for above, row in zip(out[first_row:last_row], out[first_row + 1 : last_row + 1]):
+        for above, row in zip(out[first_row:last_row], out[first_row + 1 : last_row + 1], strict=False):
             xor(above, row, row)  # in place; a positional ``out`` is cheaper per call
         return out
 
@@ -237,8 +237,8 @@ def _row_bands(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     # Boundary 0 (above the first row) and boundary h (below the last) pair
     # a mask row with a row of zeros, so they get one-row bands of their own.
     edges = [0, *range(1, h, band), h, h + 1]
-    for y0, y1 in zip(edges[:-1], edges[1:]):
-        if direct and 1 <= y0 and y1 <= h:
+    for y0, y1 in zip(edges[:-1], edges[1:], strict=False):
+        if direct and y0 >= 1 and y1 <= h:
             yield y0, words[y0 - 1 : y1]
         else:
             yield y0, _padded_words(mask, y0 - 1, y1)

@@ -65,7 +65,7 @@ class SlideTiff:
             self.tif = tifffile.TiffFile(self.path)
         except FileNotFoundError:
             raise InputError(self.path, "TIFF file does not exist") from None
-        except Exception as err:  # noqa: BLE001 - tifffile raises many types for bad headers
+        except Exception as err:
             raise InputError(self.path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
         try:
             self.sources = self._find_channels()
@@ -124,7 +124,7 @@ class SlideTiff:
     def _find_channels(self) -> list[ChannelSource]:
         try:
             levels = [lvl for series in self.tif.series for lvl in series.levels if lvl.keyframe is not None]
-        except Exception as err:  # noqa: BLE001 - tifffile raises many types for bad IFDs
+        except Exception as err:
             raise InputError(self.path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
         if not levels:
             raise InputError(self.path, "not a readable TIFF (no image found: corrupt header?)")
@@ -196,16 +196,14 @@ class SlideTiff:
             y1 = min(y0 + segment_height, height)
             out = np.empty((3, y1 - y0, width), dtype=np.uint8)
             indices = [
-                (plane * segment_rows + row) * columns + col
-                for plane in range(planes)
-                for col in range(columns)
+                (plane * segment_rows + row) * columns + col for plane in range(planes) for col in range(columns)
             ]
             jobs = [
                 (source, data, index)
                 for source in self.sources
                 for data, index in self._read_segments(source.page, indices)
             ]
-            for _ in pool.map(lambda job: self._decode_into(out, y0, *job), jobs):
+            for _ in pool.map(lambda job, out=out, y0=y0: self._decode_into(out, y0, *job), jobs):
                 pass
             yield y0, out
 
@@ -223,9 +221,7 @@ class SlideTiff:
             for item in chunk
         ]
 
-    def _decode_into(
-        self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int
-    ) -> None:
+    def _decode_into(self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int) -> None:
         """Decode segment ``index`` of ``source`` into ``out``, the ``(3, n, width)`` rows from ``y0``."""
         page, key = source.page, source.page.keyframe
         kwargs = {}
@@ -233,7 +229,7 @@ class SlideTiff:
             kwargs = {"jpegtables": page.jpegtables, "jpegheader": key.jpegheader}
         try:
             segment, (plane, _, y, x, _), shape = key.decode(data, index, **kwargs)
-        except Exception as err:  # noqa: BLE001 - codecs raise their own error types
+        except Exception as err:
             raise InputError(
                 self.path, f"corrupt image data in tile/strip {index} ({type(err).__name__}: {err})"
             ) from err

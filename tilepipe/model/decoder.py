@@ -58,7 +58,7 @@ class UnetDecoder(nn.Module):
         skips = [features[4], features[3], features[2], features[1], None]
         y = self.center(features[4])
         outputs = []
-        for block, skip in zip(self.blocks, skips):
+        for block, skip in zip(self.blocks, skips, strict=False):
             y = block(y if skip is None else torch.cat([skip, y], dim=1))
             outputs.append(y)
         return outputs

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -92,18 +92,32 @@ def _resnet_stages(model: nn.Module) -> list[nn.Module]:
 
 ENCODERS: dict[str, EncoderSpec] = {
     "se_resnext101_32x4d": EncoderSpec(
-        "pretrainedmodels", _senet("se_resnext101_32x4d"), _senet_stages,
-        (64, 256, 512, 1024, 2048), _senet_url("se_resnext101_32x4d"),
+        "pretrainedmodels",
+        _senet("se_resnext101_32x4d"),
+        _senet_stages,
+        (64, 256, 512, 1024, 2048),
+        _senet_url("se_resnext101_32x4d"),
     ),
     "se_resnext50_32x4d": EncoderSpec(
-        "pretrainedmodels", _senet("se_resnext50_32x4d"), _senet_stages,
-        (64, 256, 512, 1024, 2048), _senet_url("se_resnext50_32x4d"),
+        "pretrainedmodels",
+        _senet("se_resnext50_32x4d"),
+        _senet_stages,
+        (64, 256, 512, 1024, 2048),
+        _senet_url("se_resnext50_32x4d"),
     ),
     "resnet34": EncoderSpec(
-        "torchvision", _resnet("resnet34"), _resnet_stages, (64, 64, 128, 256, 512), _resnet_url("resnet34"),
+        "torchvision",
+        _resnet("resnet34"),
+        _resnet_stages,
+        (64, 64, 128, 256, 512),
+        _resnet_url("resnet34"),
     ),
     "resnet18": EncoderSpec(
-        "torchvision", _resnet("resnet18"), _resnet_stages, (64, 64, 128, 256, 512), _resnet_url("resnet18"),
+        "torchvision",
+        _resnet("resnet18"),
+        _resnet_stages,
+        (64, 64, 128, 256, 512),
+        _resnet_url("resnet18"),
     ),
 }
 
@@ -148,9 +162,7 @@ def _fetch_imagenet(name: str, spec: EncoderSpec) -> nn.Module:
 def _adapt_first_conv(stem: nn.Sequential, in_channels: int) -> None:
     """Replace the stem's first 3-channel conv by an ``in_channels`` one, cycling its weights over the inputs."""
     old = stem[0]
-    new = nn.Conv2d(
-        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
-    )
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
     with torch.no_grad():
         source_channel = torch.arange(in_channels) % old.in_channels
         new.weight.copy_(old.weight[:, source_channel] * (old.in_channels / in_channels))

@@ -108,4 +108,4 @@ class SegmentationLoss(nn.Module):
             total = total + weights["clf"] * parts["clf"]
         parts["total"] = total
         values = torch.stack([part.detach().float() for part in parts.values()]).tolist()
-        return total, dict(zip(parts, values))
+        return total, dict(zip(parts, values, strict=False))

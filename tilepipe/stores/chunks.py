@@ -108,13 +108,13 @@ class ChunkFiles:
         self.ndim = len(self.shape)
         self.dtype = np.dtype(np.uint8)
         self._encode_key = array.metadata.encode_chunk_key
-        if any(n != c for n, c in zip(self.shape[:-2], self.chunks[:-2])):
+        if any(n != c for n, c in zip(self.shape[:-2], self.chunks[:-2], strict=False)):
             raise ValueError(f"array {array.path!r}: leading axes must be one chunk, got chunks {self.chunks}")
 
     def __getitem__(self, index) -> np.ndarray:
         if not (isinstance(index, tuple) and len(index) == 3 and index[0] is Ellipsis):
             raise TypeError("ChunkFiles supports view[..., y0:y1, x0:x1] only")
-        (y0, y1), (x0, x1) = (self._bounds(s, n) for s, n in zip(index[1:], self.shape[-2:]))
+        (y0, y1), (x0, x1) = (self._bounds(s, n) for s, n in zip(index[1:], self.shape[-2:], strict=False))
         out = np.zeros((*self.shape[:-2], y1 - y0, x1 - x0), dtype=np.uint8)
         ch, cw = self.chunks[-2:]
         for row in range(y0 // ch, -(-y1 // ch)):
@@ -125,7 +125,9 @@ class ChunkFiles:
                 top, left = row * ch, col * cw
                 sy0, sy1 = max(y0, top), min(y1, top + ch)
                 sx0, sx1 = max(x0, left), min(x1, left + cw)
-                out[..., sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = chunk[..., sy0 - top : sy1 - top, sx0 - left : sx1 - left]
+                out[..., sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = chunk[
+                    ..., sy0 - top : sy1 - top, sx0 - left : sx1 - left
+                ]
         return out
 
     @staticmethod

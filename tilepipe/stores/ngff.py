@@ -125,7 +125,7 @@ class PyramidWriter:
     @property
     def done(self) -> bool:
         """True once every row of every level is written."""
-        return all(n == a.shape[-2] for n, a in zip(self.rows_written, self.arrays))
+        return all(n == a.shape[-2] for n, a in zip(self.rows_written, self.arrays, strict=False))
 
     def write(self, rows: np.ndarray) -> None:
         """Append ``rows`` (``(..., n, width)`` uint8 of level 0) to the pyramid."""
@@ -276,9 +276,7 @@ def create_labels(
     """
     labels = group.require_group("labels")
     list_label(labels, name)
-    return create_label_levels(
-        labels.create_group(name, overwrite=True), shapes, chunk=chunk, name=name, pool=pool
-    )
+    return create_label_levels(labels.create_group(name, overwrite=True), shapes, chunk=chunk, name=name, pool=pool)
 
 
 def list_label(labels: zarr.Group, name: str) -> None:
@@ -382,8 +380,6 @@ def write_labels(
             y1 = min(y0 + band_rows, height)
             band = np.asarray(band_reader(y0, y1))
             if band.shape != (y1 - y0, width):
-                raise ValueError(
-                    f"band_reader({y0}, {y1}) returned shape {band.shape}, expected {(y1 - y0, width)}"
-                )
+                raise ValueError(f"band_reader({y0}, {y1}) returned shape {band.shape}, expected {(y1 - y0, width)}")
             writer.write((band != 0).astype(np.uint8))
     list_label(labels, name)

@@ -57,7 +57,7 @@ def read_probability(path: str | os.PathLike) -> zarr.Array:
         raise InputError(path, "probability store does not exist")
     try:
         array = zarr.open_group(path, mode="r")[PROBABILITY_ARRAY]
-    except Exception as err:  # noqa: BLE001 - zarr raises several types
+    except Exception as err:
         raise InputError(path, f"not a probability store: no readable array {PROBABILITY_ARRAY!r} ({err})") from err
     if not isinstance(array, zarr.Array) or array.ndim != 2 or array.dtype != np.uint8:
         raise InputError(path, f"array {PROBABILITY_ARRAY!r} is not a (y, x) uint8 probability")

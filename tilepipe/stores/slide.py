@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from tilepipe.stores.chunks import fast_view
 from tilepipe.errors import InputError
+from tilepipe.stores.chunks import fast_view
 
 LABEL_NAME = "glomeruli"
 LABEL_PATH = f"labels/{LABEL_NAME}/0"
@@ -47,7 +47,7 @@ class SlideStore:
     def group(self) -> zarr.Group:
         try:
             return zarr.open_group(self.path, mode="r")
-        except Exception as err:  # noqa: BLE001 - zarr raises several types
+        except Exception as err:
             raise InputError(self.path, f"not a readable zarr group ({err})") from err
 
     @cached_property
@@ -85,7 +85,9 @@ class SlideStore:
                 raise InputError(self.labels_path, f"no {LABEL_PATH} array") from None
             return None
         if labels.shape != self.shape:
-            raise InputError(self.labels_path or self.path, f"labels shape {labels.shape} differs from the image's {self.shape}")
+            raise InputError(
+                self.labels_path or self.path, f"labels shape {labels.shape} differs from the image's {self.shape}"
+            )
         return labels
 
     @property
@@ -132,5 +134,5 @@ def read_window(array, y: int, x: int, height: int, width: int) -> np.ndarray:
         return window if isinstance(window, np.ndarray) and window.flags.owndata else np.array(window)
     out = np.zeros((*lead, height, width), dtype=array.dtype)
     if y1 > y0 and x1 > x0:
-        out[..., y0 - y:y1 - y, x0 - x:x1 - x] = array[..., y0:y1, x0:x1]
+        out[..., y0 - y : y1 - y, x0 - x : x1 - x] = array[..., y0:y1, x0:x1]
     return out

@@ -32,13 +32,13 @@ import torch
 
 from tilepipe.atomic import atomic_output
 from tilepipe.data.augment import PRESETS, build_augmentations
-from tilepipe.errors import InputError
+from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
 from tilepipe.data.tile_dataset import TileDataset, make_loader
-from tilepipe.model.losses import SegmentationLoss
+from tilepipe.errors import InputError
 from tilepipe.model import build_model, read_checkpoint, save_checkpoint
 from tilepipe.model.build import resolve_settings
+from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model.state_dicts import load_state_dict_checked
-from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
 from tilepipe.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ def augmentations(spec: str | list[dict]):
         return None
     if isinstance(spec, str):
         if spec not in PRESETS:
-            raise InputError(
-                None, f"train.augmentations: expected {', '.join(PRESETS)}, none or a list, got {spec!r}"
-            )
+            raise InputError(None, f"train.augmentations: expected {', '.join(PRESETS)}, none or a list, got {spec!r}")
         return build_augmentations(PRESETS[spec])
     return build_augmentations(spec)
 
@@ -150,7 +148,9 @@ def _autocast(device: torch.device, train: dict):
     return contextlib.nullcontext()
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _to_device(
+    batch: dict, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
     mask = batch["mask"].to(device, non_blocking=True)
@@ -287,16 +287,37 @@ class FoldTrainer:
             seen += image.shape[0]
             if step % self.train_cfg["log_every"] == 0:
                 rate = seen / (time.perf_counter() - started)
-                log.info("fold %d epoch %d step %d/%d loss %.4f lr %.2e %.1f samples/s",
-                         self.fold, epoch, step, len(loader), total / seen, lr, rate)
+                log.info(
+                    "fold %d epoch %d step %d/%d loss %.4f lr %.2e %.1f samples/s",
+                    self.fold,
+                    epoch,
+                    step,
+                    len(loader),
+                    total / seen,
+                    lr,
+                    rate,
+                )
         self.scheduler.step()
         valid = self.validate(epoch)
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1), **valid, "samples": seen,
-               "seconds": round(seconds, 3)}
-        log.info("fold %d epoch %d: train loss %.4f val loss %.4f dice %.4f clf acc %.3f (%.1f samples/s)",
-                 self.fold, epoch, row["train_loss"], row["val_loss"], row["val_dice"], row["val_clf_acc"],
-                 seen / seconds)
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": total / max(seen, 1),
+            **valid,
+            "samples": seen,
+            "seconds": round(seconds, 3),
+        }
+        log.info(
+            "fold %d epoch %d: train loss %.4f val loss %.4f dice %.4f clf acc %.3f (%.1f samples/s)",
+            self.fold,
+            epoch,
+            row["train_loss"],
+            row["val_loss"],
+            row["val_dice"],
+            row["val_clf_acc"],
+            seen / seconds,
+        )
         return row
 
     @torch.no_grad()
@@ -320,7 +341,11 @@ class FoldTrainer:
             if "clf" in outputs:
                 clf_right += int(((outputs["clf"].view(-1) > 0).float() == clf.view(-1)).sum())
         dice = 1.0 if union == 0 else 2 * inter / union
-        return {"val_loss": loss_sum / n, "val_dice": dice, "val_clf_acc": clf_right / n if "clf" in outputs else float("nan")}
+        return {
+            "val_loss": loss_sum / n,
+            "val_dice": dice,
+            "val_clf_acc": clf_right / n if "clf" in outputs else float("nan"),
+        }
 
     # -- the whole fold ----------------------------------------------------
     def fit(self, model_path: Path, metrics_path: Path, state_path: Path) -> None:
@@ -377,6 +402,8 @@ def train_fold(
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"], pseudo_tiles, pseudo_labels)
     device = select_device(settings["train"]["device"])
-    log.info("fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid))
+    log.info(
+        "fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid)
+    )
     trainer = FoldTrainer(inputs, fold, settings, device, init_path)
     trainer.fit(Path(model_path), Path(metrics_path), Path(state_path))

@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.conftest import TINY
+from tests.workflow.runner import TINY
 
 TARGET_SECONDS = 5.0
 

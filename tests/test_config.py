@@ -1,14 +1,14 @@
 """The config schema: its defaults are config.yaml, and it rejects what it should."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tests.conftest import REPO
-
+REPO = Path(__file__).resolve().parent.parent
 SCHEMA = str(REPO / "tilepipe/config.schema.yaml")
 
 

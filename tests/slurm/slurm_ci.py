@@ -37,7 +37,7 @@ class CheckFailed(Exception):
 
 def overlay(path: str) -> None:
     sys.path.insert(0, str(REPO))
-    from tests.conftest import TINY
+    from tests.workflow.runner import TINY
 
     Path(path).write_text(yaml.safe_dump(TINY, sort_keys=True))
 

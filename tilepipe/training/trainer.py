@@ -39,7 +39,8 @@ from tilepipe.model import build_model, read_checkpoint, save_checkpoint
 from tilepipe.model.build import resolve_settings
 from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model.state_dicts import load_state_dict_checked
-from tilepipe.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from tilepipe.seeding import derive_seed
+from tilepipe.training.rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, run_snakemake, scheduled_jobs, scheduled_rules
+from tests.workflow.runner import REPO, TINY, run_snakemake, scheduled_jobs, scheduled_rules
 from tilepipe import provenance
 from tilepipe.provenance import provenance_path
 from tilepipe.stores.slide import SlideStore

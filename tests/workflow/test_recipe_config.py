@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_snakemake
+from tests.workflow.runner import REPO, run_snakemake
 
 RECIPE_PATIENTS = [63921, 68250, 65631, 67177]
 

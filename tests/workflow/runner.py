@@ -1,4 +1,8 @@
-"""Shared fixtures: running the workflow on a tiny demo in a temporary folder."""
+"""Running the workflow on a tiny demo in a temporary folder, and reading its dry runs.
+
+Plain functions, imported by the workflow tests, benchmarks/bench_dry_run.py
+and tests/slurm; the pytest fixtures built on them are in tests/workflow/conftest.py.
+"""
 
 import re
 import shutil
@@ -7,10 +11,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The smallest demo that still exercises every stage: 4 patients x 2 slides,
 # a tiny network trained for one epoch, one TTA flip pair.
@@ -50,14 +53,6 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished tiny demo run through the default target; returns its folder."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    run_snakemake(workdir, overlay=TINY)
-    return workdir
 
 
 # ------------------------------------------------------------ reading dry runs

@@ -34,7 +34,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/hubmap_1st_place.yaml").read_text())[
+RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/hubmap_1st_place.yaml").read_text())[
     "model"
 ]
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, copy_run, nothing_to_do, run_snakemake, scheduled_jobs
+from tests.workflow.runner import REPO, TINY, copy_run, nothing_to_do, run_snakemake, scheduled_jobs
 from tilepipe.provenance import SUFFIX
 
 pytestmark = pytest.mark.slow

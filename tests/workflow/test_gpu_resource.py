@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, run_snakemake
+from tests.workflow.runner import TINY, run_snakemake
 
 pytestmark = pytest.mark.slow
 

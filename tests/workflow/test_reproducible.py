@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, run_snakemake
+from tests.workflow.runner import TINY, run_snakemake
 from tilepipe.provenance import SUFFIX, compare_runs
 
 pytestmark = pytest.mark.slow

@@ -35,7 +35,6 @@ what it is and how it was made.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -53,6 +52,7 @@ from tilepipe.data.preprocess import normalisation, normalise, resize_image
 from tilepipe.data.tile_index import DEFAULT_SATURATION_THRESHOLD
 from tilepipe.errors import InputError
 from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
+from tilepipe.model.device import autocast, select_device
 from tilepipe.stores.probability import PROBABILITY_SCALE, create_probability_array
 from tilepipe.stores.slide import SlideStore
 
@@ -111,7 +111,7 @@ def predict_slide(
     level = choose_read_level(grid, input_size, len(store.levels), read_level)
     if batch_size < 1:
         raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
-    ensemble = _Ensemble(models, tta, clf_threshold, _resolve_device(device), amp, channels_last)
+    ensemble = _Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
     tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
     reader = _WindowReader(store, grid, level, input_size)
     settings = {
@@ -238,9 +238,7 @@ class _Ensemble:
         self.flips = [FLIPS[name] for name in tta]
         self.clf_threshold = clf_threshold
         self.device = device
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
-        )
+        self.autocast = autocast(device, amp)
 
     @torch.inference_mode()
     def predict_centres(
@@ -316,13 +314,3 @@ def _select(features, index: torch.Tensor):
 
 def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return x.flip(dims) if dims else x
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; otherwise the named device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "device: cuda requested but no CUDA device is available")
-    return device

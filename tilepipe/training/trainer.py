@@ -16,7 +16,6 @@ model) instead of fresh weights.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.errors import InputError
 from tilepipe.model import build_model, read_checkpoint, save_checkpoint
 from tilepipe.model.build import resolve_settings
+from tilepipe.model.device import autocast, select_device
 from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model.state_dicts import load_state_dict_checked
 from tilepipe.seeding import derive_seed
@@ -56,16 +56,6 @@ class FoldInputs:
     valid: pd.DataFrame
     stores: dict[str, str]
     labels: dict[str, str] = field(default_factory=dict)
-
-
-def select_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "train.device: cuda requested but no CUDA device is available")
-    return device
 
 
 def fold_inputs(
@@ -139,14 +129,6 @@ def initialise_from(model: torch.nn.Module, path: str | os.PathLike, model_setti
         changed = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
         raise InputError(path, f"initial checkpoint has other model settings ({', '.join(changed)}) than model")
     load_state_dict_checked(model, checkpoint["state_dict"], path, "the configured model")
-
-
-def _autocast(device: torch.device, train: dict):
-    if device.type == "cuda" and train["amp"]:
-        return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and train["cpu_bf16"]:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _to_device(
@@ -278,7 +260,7 @@ class FoldTrainer:
         for step, batch in enumerate(loader, 1):
             image, mask, clf = _to_device(batch, self.device, self.train_cfg["channels_last"])
             self.optimizer.zero_grad(set_to_none=True)
-            with _autocast(self.device, self.train_cfg):
+            with autocast(self.device, self.train_cfg["amp"], self.train_cfg["cpu_bf16"]):
                 outputs = self.model(image)
             loss, _ = self.loss({k: _float(v) for k, v in outputs.items()}, mask, clf)
             self.scaler.scale(loss).backward()
@@ -330,7 +312,7 @@ class FoldTrainer:
         loss_sum, n, clf_right = 0.0, 0, 0
         for batch in loader:
             image, mask, clf = _to_device(batch, self.device, self.train_cfg["channels_last"])
-            with _autocast(self.device, self.train_cfg):
+            with autocast(self.device, self.train_cfg["amp"], self.train_cfg["cpu_bf16"]):
                 outputs = self.model(image)
             outputs = {k: _float(v) for k, v in outputs.items()}
             loss, _ = self.loss(outputs, mask, clf)
@@ -402,7 +384,7 @@ def train_fold(
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"], pseudo_tiles, pseudo_labels)
-    device = select_device(settings["train"]["device"])
+    device = select_device(settings["train"]["device"], "train.device")
     log.info(
         "fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid)
     )

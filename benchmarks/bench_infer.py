@@ -245,10 +245,14 @@ def run_tilepipe(store: Path, checkpoint: Path, out: Path, input_size: int, batc
         tile_size=TILE,
         keep=KEEP,
         input_size=input_size,
+        read_level="auto",
         tta=["none"],
         clf_threshold=0.5 if gate else None,
+        min_tissue=0.0,
+        saturation_threshold=30,
         batch_size=batch_size,
         device="cpu",
+        amp=False,
         progress=False,
     )
     return {

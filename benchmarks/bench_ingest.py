@@ -293,7 +293,7 @@ def tile_preparation(size: int, layouts: list[str], repeats: int) -> list[str]:
 
     def ours(tiff: Path) -> None:
         ingest_slide(tiff, fresh(store), rle=rle_text, progress=False)
-        write_tile_index(build_tile_index(store, "bench", 1024, 512), fresh(index))
+        write_tile_index(build_tile_index(store, "bench", 1024, 512, saturation_threshold=30), fresh(index))
 
     def theirs(tiff: Path) -> None:
         prepare_tiles(tiff, rle_text, fresh(tiles_dir))

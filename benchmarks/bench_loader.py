@@ -74,6 +74,7 @@ from tilepipe.stores.slide import SlideStore, read_window
 DATA = Path(__file__).resolve().parent / "data" / "loader"
 SLIDE = "bench"
 TILE, SHIFT, INPUT, BATCH = 1024, 512, 320, 16
+SATURATION = 30  # the schema default of tiles.saturation_threshold
 TIFF_TILE = 512
 TIFF_COMPRESSIONS = {"uncompressed": None, "deflate": "zlib"}
 SWEEP_CHUNKS = [(256, 256), (256, 512), (256, 1024), (512, 512)]  # (image chunk, label chunk)
@@ -127,7 +128,7 @@ def prepare(size: int, samples: int, chunk: int, seed: int) -> Path:
     started = time.perf_counter()
     image, mask = synthetic_slide(size, size, seed)
     write_slide_store(folder / f"{SLIDE}.zarr", image, mask, chunk=chunk)
-    index = build_tile_index(folder / f"{SLIDE}.zarr", SLIDE, TILE, SHIFT)
+    index = build_tile_index(folder / f"{SLIDE}.zarr", SLIDE, TILE, SHIFT, saturation_threshold=SATURATION)
     tissue = index[index.img_std > 10]
     epochs = [sample_epoch(tissue, epoch=0, seed=seed)]
     while sum(map(len, epochs)) < samples:

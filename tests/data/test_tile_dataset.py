@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tilepipe.config import defaults
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level
 from tilepipe.data.tile_dataset import TileDataset, make_loader
@@ -47,7 +48,9 @@ def slide(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiles(slide):
-    return build_tile_index(slide[0], "s1", TILE, TILE // 2)
+    return build_tile_index(
+        slide[0], "s1", TILE, TILE // 2, saturation_threshold=defaults("tiles")["saturation_threshold"]
+    )
 
 
 def rows(*origins, size=TILE):

@@ -5,13 +5,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tilepipe.data.tile_index import COLUMNS, DEFAULT_SATURATION_THRESHOLD, build_tile_index, write_tile_index
+from tilepipe.config import defaults
+from tilepipe.data import tile_index
+from tilepipe.data.tile_index import COLUMNS, write_tile_index
 from tilepipe.errors import InputError
 from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore, read_window
 
 GLASS = (245, 244, 246)
 PINK = (215, 140, 185)
+
+SATURATION = defaults("tiles")["saturation_threshold"]
+
+
+def build_tile_index(*args, **kwargs):
+    """``tile_index.build_tile_index`` at the schema's saturation threshold unless given."""
+    return tile_index.build_tile_index(*args, **{"saturation_threshold": SATURATION, **kwargs})
 
 
 def tissue_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -49,7 +58,7 @@ def unlabeled_store(tmp_path_factory):
     return path
 
 
-def brute_force_index(path, slide, size, shift, tissue_level, threshold=DEFAULT_SATURATION_THRESHOLD):
+def brute_force_index(path, slide, size, shift, tissue_level, threshold=SATURATION):
     """The tile index tile by tile with read_window, for comparison."""
     store = SlideStore(path)
     height, width = store.shape

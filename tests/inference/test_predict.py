@@ -6,9 +6,11 @@ import torch
 import zarr
 from torch import nn
 
+from tilepipe.config import defaults
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.errors import InputError
 from tilepipe.inference.predict import predict_slide
+from tilepipe.inference.settings import prediction_settings
 from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.model import build_model
 from tilepipe.stores.ngff import write_slide_store
@@ -18,6 +20,20 @@ from tilepipe.stores.slide import read_window
 ALL_FLIPS = ["none", "hflip", "vflip", "hvflip"]
 GLASS = (236, 234, 240)  # HSV saturation 6: background
 PINK = (215, 140, 185)  # saturation 89: tissue
+
+# The schema's prediction settings on the CPU; each test overrides what it is about.
+BASE_SETTINGS = {
+    **prediction_settings(defaults()),
+    "batch_size": defaults("inference")["batch_size"],
+    "device": "cpu",
+    "amp": False,
+    "progress": False,
+}
+
+
+def predict(store, out, models, **settings):
+    """``predict_slide`` with :data:`BASE_SETTINGS` under ``settings``."""
+    return predict_slide(store, out, models, **{**BASE_SETTINGS, **settings})
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +160,7 @@ def test_tissue_level_has_about_32_pixels_per_centre_side():
 def test_stitching_gives_every_pixel_its_own_prediction(tmp_path, height, width, tta):
     image = random_image(height, width)
     out = tmp_path / "pred.zarr"
-    stats = predict_slide(
+    stats = predict(
         slide_store(tmp_path, image),
         out,
         [PixelModel()],
@@ -172,7 +188,7 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
     red = np.rint(20 + 200 * (0.6 * xx / width + 0.4 * yy / height)).astype(np.uint8)
     image = np.stack([red, np.full_like(red, 90), np.full_like(red, 160)])
     out = tmp_path / "pred.zarr"
-    predict_slide(
+    predict(
         slide_store(tmp_path, image),
         out,
         [PixelModel()],
@@ -193,7 +209,7 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
 
 def test_output_store_layout_and_metadata(tmp_path):
     out = tmp_path / "predictions" / "abc.zarr"
-    predict_slide(
+    predict(
         slide_store(tmp_path, random_image(70, 90)),
         out,
         [PixelModel()],
@@ -224,7 +240,7 @@ def test_windows_below_the_classification_threshold_skip_the_decoder(tmp_path):
     image[0, :, 70:] //= 4
     models = [PixelModel(lambda red: (red.mean(dim=(1, 2)) > 0.5).float()) for _ in range(2)]
     out = tmp_path / "pred.zarr"
-    stats = predict_slide(
+    stats = predict(
         slide_store(tmp_path, image),
         out,
         models,
@@ -269,9 +285,9 @@ def test_the_gate_averages_the_classifier_over_models(tmp_path):
         "device": "cpu",
         "progress": False,
     }
-    assert predict_slide(store, tmp_path / "a.zarr", [sure, unsure], clf_threshold=0.5, **common)["segmented"] == 0
-    assert predict_slide(store, tmp_path / "b.zarr", [sure, unsure], clf_threshold=0.45, **common)["segmented"] == 4
-    assert predict_slide(store, tmp_path / "c.zarr", [sure], clf_threshold=0.5, **common)["segmented"] == 4
+    assert predict(store, tmp_path / "a.zarr", [sure, unsure], clf_threshold=0.5, **common)["segmented"] == 0
+    assert predict(store, tmp_path / "b.zarr", [sure, unsure], clf_threshold=0.45, **common)["segmented"] == 4
+    assert predict(store, tmp_path / "c.zarr", [sure], clf_threshold=0.5, **common)["segmented"] == 4
 
 
 def test_background_windows_never_reach_the_model(tmp_path):
@@ -281,7 +297,7 @@ def test_background_windows_never_reach_the_model(tmp_path):
     image[:, :, :tissue_width] = np.array(PINK, dtype=np.uint8)[:, None, None]
     model = PixelModel()
     out = tmp_path / "pred.zarr"
-    stats = predict_slide(
+    stats = predict(
         slide_store(tmp_path, image),
         out,
         [model],
@@ -310,7 +326,7 @@ class Failing(PixelModel):
 def test_a_failed_run_leaves_no_output(tmp_path):
     out = tmp_path / "pred.zarr"
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict_slide(
+        predict(
             slide_store(tmp_path, random_image(64, 64)),
             out,
             [Failing()],
@@ -329,16 +345,16 @@ def test_bad_arguments_are_input_errors(tmp_path):
     store = slide_store(tmp_path, random_image(40, 40))
     common = {"tile_size": 32, "input_size": 32, "device": "cpu", "progress": False}
     with pytest.raises(InputError, match="tta"):
-        predict_slide(store, tmp_path / "p.zarr", [PixelModel()], tta=["rot90"], **common)
+        predict(store, tmp_path / "p.zarr", [PixelModel()], tta=["rot90"], **common)
     with pytest.raises(InputError, match="tta"):
-        predict_slide(store, tmp_path / "p.zarr", [PixelModel()], tta=[], **common)
+        predict(store, tmp_path / "p.zarr", [PixelModel()], tta=[], **common)
     with pytest.raises(InputError, match="no models"):
-        predict_slide(store, tmp_path / "p.zarr", [], **common)
+        predict(store, tmp_path / "p.zarr", [], **common)
     headless = build_model({"encoder": "resnet18", "center_channels": 8, "decoder_channels": 8, "clf_head": False})
     with pytest.raises(InputError, match="no classification head"):
-        predict_slide(store, tmp_path / "p.zarr", [headless], clf_threshold=0.5, **common)
+        predict(store, tmp_path / "p.zarr", [headless], clf_threshold=0.5, **common)
     with pytest.raises(InputError, match="does not exist"):
-        predict_slide(tmp_path / "missing.zarr", tmp_path / "p.zarr", [PixelModel()], **common)
+        predict(tmp_path / "missing.zarr", tmp_path / "p.zarr", [PixelModel()], **common)
     assert not (tmp_path / "p.zarr").exists()
 
 
@@ -356,11 +372,11 @@ def test_the_recipe_network_runs_gated_with_flips_and_is_deterministic(tmp_path)
         "device": "cpu",
         "progress": False,
     }
-    stats = predict_slide(store, tmp_path / "a.zarr", models, clf_threshold=0.0, **common)
-    predict_slide(store, tmp_path / "b.zarr", models, clf_threshold=0.0, **common)
+    stats = predict(store, tmp_path / "a.zarr", models, clf_threshold=0.0, **common)
+    predict(store, tmp_path / "b.zarr", models, clf_threshold=0.0, **common)
     assert stats["segmented"] == stats["windows"] == 4
     first, second = read_probability(tmp_path / "a.zarr")[...], read_probability(tmp_path / "b.zarr")[...]
     np.testing.assert_array_equal(first, second)
     assert first.std() > 0
-    stats = predict_slide(store, tmp_path / "c.zarr", models, clf_threshold=1.0, **common)
+    stats = predict(store, tmp_path / "c.zarr", models, clf_threshold=1.0, **common)
     assert stats["skipped_classifier"] == 4 and not read_probability(tmp_path / "c.zarr")[...].any()

@@ -72,7 +72,7 @@ def dataset(tmp_path_factory):
         path = root / f"{slide.id}.zarr"
         write_slide_store(path, rendered.image.transpose(2, 0, 1), rendered.mask, chunk=128, min_level_size=128)
         stores[slide.id] = str(path)
-        tiles.append(build_tile_index(path, slide.id, size=128, shift=64))
+        tiles.append(build_tile_index(path, slide.id, size=128, shift=64, saturation_threshold=30))
     folds = pd.DataFrame(
         {"slide": [s.id for s in slides], "patient": [str(s.patient) for s in slides], "fold": [0, 0, 1, 1]}
     )

@@ -18,15 +18,15 @@ from __future__ import annotations
 import math
 import os
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from tilepipe.atomic import atomic_output
+from tilepipe.data.tissue import tissue_mask
 from tilepipe.errors import InputError
 from tilepipe.stores.slide import SlideStore
 
-__all__ = ["COLUMNS", "DEFAULT_SATURATION_THRESHOLD", "build_tile_index", "write_tile_index"]
+__all__ = ["COLUMNS", "build_tile_index", "write_tile_index"]
 
 # Column -> dtype of a tile index (a public contract; DESIGN section 3).
 COLUMNS = {
@@ -43,10 +43,6 @@ COLUMNS = {
     "is_masked": "bool",  # binned > 0
 }
 
-# Tissue = HSV saturation (OpenCV, 0..255) above this. Glass and white
-# background stay below ~15 (tinted glass (236, 232, 240): 8); stained
-# tissue lies far above (pink (215, 140, 185): 89).
-DEFAULT_SATURATION_THRESHOLD = 30
 TISSUE_PIXELS_PER_TILE_SIDE = 32
 MASK_BINS = 20
 MAX_BIN = 4
@@ -59,8 +55,9 @@ def build_tile_index(
     slide_id: str,
     size: int,
     shift: int | None,
+    *,
+    saturation_threshold: int,
     tissue_level: int | None = None,
-    saturation_threshold: int = DEFAULT_SATURATION_THRESHOLD,
     labels_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Return the tile index of one slide store, rows sorted by ``(grid, y, x)``.
@@ -70,7 +67,8 @@ def build_tile_index(
     level-0 pixels. Columns and dtypes are :data:`COLUMNS`.
 
     ``tissue_ratio`` is measured on pyramid level ``tissue_level``: a pixel
-    is tissue when its HSV saturation exceeds ``saturation_threshold``; the
+    is tissue when its HSV saturation exceeds ``saturation_threshold``
+    (:mod:`tilepipe.data.tissue`); the
     ratio is the tissue area over ``size^2``, so pixels past the border are
     not tissue. The level's downsample ``2^l`` must divide ``size`` and
     ``shift``. By default it is the level whose downsample is nearest (in
@@ -216,8 +214,7 @@ def _tissue_block_areas(
     band_rows = image.chunks[1]
     for row0 in range(0, level_height, band_rows):
         band = image[:, row0 : row0 + band_rows, :]
-        hsv = cv2.cvtColor(np.ascontiguousarray(band.transpose(1, 2, 0)), cv2.COLOR_RGB2HSV)
-        tissue = hsv[..., 1] > saturation_threshold
+        tissue = tissue_mask(band, saturation_threshold)
         weighted = tissue * column_area * row_area[row0 : row0 + band.shape[1], None]
         _add_block_sums(areas, weighted, row0, block // scale)
     return areas

@@ -10,7 +10,7 @@ row at a time, top to bottom. For each row it
 2. reads the row's windows as one band of the pyramid level nearest the
    models' scale (:func:`tilepipe.inference.windows.choose_read_level`), zero-filled
    past the slide's border, and scales each window exactly as training
-   does (:mod:`tilepipe.data.tile_dataset`: ``cv2.INTER_AREA`` to ``input_size``,
+   does (:mod:`tilepipe.data.preprocess`: ``cv2.INTER_AREA`` to ``input_size``,
    ImageNet mean and std);
 3. runs batches of windows through every model and every flip: encoder,
    then the classification head; windows whose classification probability
@@ -40,27 +40,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.data.preprocess import normalisation, normalise, resize_image
-from tilepipe.data.tile_index import DEFAULT_SATURATION_THRESHOLD
+from tilepipe.data.tissue import tissue_mask
 from tilepipe.errors import InputError
+from tilepipe.inference.ensemble import Ensemble
 from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
-from tilepipe.model.device import autocast, select_device
-from tilepipe.stores.probability import PROBABILITY_SCALE, create_probability_array
+from tilepipe.model.device import select_device
+from tilepipe.stores.probability import create_probability_array
 from tilepipe.stores.slide import SlideStore
 
-__all__ = ["FLIPS", "RECIPE_TTA", "predict_slide", "tissue_fractions"]
-
-# Flip name -> the tensor dims it reverses on (b, c, y, x); each flip is its own inverse.
-FLIPS = {"none": (), "hflip": (-1,), "vflip": (-2,), "hvflip": (-2, -1)}
-RECIPE_TTA = ("none", "hflip", "vflip", "hvflip")
+__all__ = ["predict_slide", "tissue_fractions"]
 
 
 def predict_slide(
@@ -68,22 +63,24 @@ def predict_slide(
     out_path: str | os.PathLike,
     models: Sequence[nn.Module],
     *,
-    tile_size: int = 1024,
+    tile_size: int,
+    input_size: int,
+    read_level: int | str,
+    tta: Sequence[str],
+    clf_threshold: float | None,
+    min_tissue: float | None,
+    saturation_threshold: int,
+    batch_size: int,
+    device: str | torch.device,
+    amp: bool,
     keep: int | None = None,
-    input_size: int = 320,
-    read_level: int | str = "auto",
-    tta: Sequence[str] = RECIPE_TTA,
-    clf_threshold: float | None = 0.5,
-    min_tissue: float | None = 0.0,
-    saturation_threshold: int = DEFAULT_SATURATION_THRESHOLD,
-    batch_size: int = 8,
-    device: str | torch.device = "auto",
-    amp: bool = True,
     channels_last: bool = False,
     progress: bool = True,
 ) -> dict:
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
+    The settings are the config's (:func:`prediction_settings` maps a
+    resolved config to them); there are no defaults to drift from it.
     Geometry (level-0 pixels): ``tile_size`` windows keeping their
     ``keep`` centre (default ``tile_size // 2``), see :mod:`tilepipe.inference.windows`.
     ``input_size`` is the side the models take (a multiple of 32 for the
@@ -93,7 +90,7 @@ def predict_slide(
     ``clf_threshold`` is set) and ``segment(features)`` as
     :class:`tilepipe.model.Unet` has; they are put in eval mode and moved to
     ``device`` (``"auto"``: CUDA when available). ``tta``: flips from
-    :data:`FLIPS` (the recipe: all four). ``clf_threshold``: windows whose
+    :data:`tilepipe.inference.ensemble.FLIPS` (the recipe: all four). ``clf_threshold``: windows whose
     mean classification probability is below it are 0 and skip the decoder;
     None runs every decoder. ``min_tissue``: a window runs only when the
     tissue fraction of its kept centre (HSV saturation above
@@ -111,7 +108,7 @@ def predict_slide(
     level = choose_read_level(grid, input_size, len(store.levels), read_level)
     if batch_size < 1:
         raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
-    ensemble = _Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
+    ensemble = Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
     tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
     reader = _WindowReader(store, grid, level, input_size)
     settings = {
@@ -170,8 +167,7 @@ def tissue_fractions(
     level_height, level_width = store.level_shape(level)
     y0, y1 = centre_y // down, min(-(-(centre_y + centre_height) // down), level_height)
     band = store.levels[level][:, y0:y1, :]
-    hsv = cv2.cvtColor(np.ascontiguousarray(band.transpose(1, 2, 0)), cv2.COLOR_RGB2HSV)
-    tissue_per_column = (hsv[..., 1] > saturation_threshold).sum(axis=0)
+    tissue_per_column = tissue_mask(band, saturation_threshold).sum(axis=0)
     starts = np.arange(grid.cols) * side
     widths = np.minimum(starts + side, level_width) - starts
     return np.add.reduceat(tissue_per_column, starts) / (widths * (y1 - y0))
@@ -208,109 +204,3 @@ class _WindowReader:
             image = resize_image(self.band[:, :, x : x + self.side], self.input_size)
             batch[i] = normalise(image, self.scale, self.offset)
         return batch
-
-
-class _Ensemble:
-    """Models x flips on one device: the gated, flip-averaged probability of a batch of windows."""
-
-    def __init__(
-        self,
-        models: Sequence[nn.Module],
-        tta: Sequence[str],
-        clf_threshold: float | None,
-        device: torch.device,
-        amp: bool,
-        channels_last: bool,
-    ):
-        if not models:
-            raise InputError(None, "no models to predict with")
-        unknown = [name for name in tta if name not in FLIPS]
-        if not tta or unknown or len(set(tta)) != len(tta):
-            raise InputError(None, f"tta: expected distinct flips among {', '.join(FLIPS)}, got {list(tta)}")
-        if clf_threshold is not None:
-            if not 0 <= clf_threshold <= 1:
-                raise InputError(None, f"clf_threshold must be in [0, 1] or None, got {clf_threshold}")
-            headless = [i for i, m in enumerate(models) if not getattr(m, "has_classifier", True)]
-            if headless:
-                raise InputError(None, f"clf_threshold is set but model {headless[0]} has no classification head")
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.models = [model.eval().to(device, memory_format=self.memory_format) for model in models]
-        self.flips = [FLIPS[name] for name in tta]
-        self.clf_threshold = clf_threshold
-        self.device = device
-        self.autocast = autocast(device, amp)
-
-    @torch.inference_mode()
-    def predict_centres(
-        self, inputs: np.ndarray, grid: CentreGrid, windows: list[Window]
-    ) -> list[tuple[Window, np.ndarray]]:
-        """Return ``(window, centre)`` for each of ``windows`` that passes the classification gate.
-
-        ``inputs``: the windows scaled for the models, (b, 3, S, S) float32.
-        ``centre``: the window's kept centre, ``(centre_height,
-        centre_width)`` uint8 ``round(p * 255)``.
-        """
-        images = torch.from_numpy(inputs)
-        if self.device.type == "cuda":
-            images = images.pin_memory()
-        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        with self.autocast:
-            probability, passed = self._probability(images)
-        if probability is None:
-            return []
-        if probability.shape[-1] != grid.tile_size:
-            size = (grid.tile_size, grid.tile_size)
-            probability = F.interpolate(probability, size=size, mode="bilinear", align_corners=False)
-        margin = grid.margin
-        quantised = (
-            probability[:, 0, margin : margin + grid.keep, margin : margin + grid.keep]
-            .mul_(PROBABILITY_SCALE)
-            .round_()
-            .to(torch.uint8)
-            .cpu()
-            .numpy()
-        )
-        kept = [window for window, ok in zip(windows, passed.tolist(), strict=False) if ok]
-        return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised, strict=False)]
-
-    def _probability(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Return ``(probability, passed)`` for a batch of b windows.
-
-        ``passed``: (b,) bool on the CPU, the classification gate.
-        ``probability``: (p, 1, S, S) float32, the mean over models and flips
-        for the p windows that passed, or None when none did.
-        """
-        runs = [(model, dims) for model in self.models for dims in self.flips]
-        if self.clf_threshold is None:
-            passed = torch.ones(images.shape[0], dtype=torch.bool)
-            total = sum(self._segment(model, dims, model.encode(_flip(images, dims))) for model, dims in runs)
-            return total / len(runs), passed
-        features = []
-        clf = torch.zeros(images.shape[0], device=images.device)
-        for model, dims in runs:
-            features.append(model.encode(_flip(images, dims)))
-            clf += torch.sigmoid(model.classify(features[-1]).float()).view(-1)
-        passed = (clf / len(runs) >= self.clf_threshold).cpu()
-        if not passed.any():
-            return None, passed
-        if not passed.all():
-            index = passed.nonzero().view(-1).to(images.device)
-            features = [_select(f, index) for f in features]
-        total = sum(self._segment(model, dims, f) for (model, dims), f in zip(runs, features, strict=False))
-        return total / len(runs), passed
-
-    @staticmethod
-    def _segment(model: nn.Module, dims: tuple[int, ...], features) -> torch.Tensor:
-        """Return the un-flipped sigmoid of ``model``'s segmentation logits, float32."""
-        return _flip(torch.sigmoid(model.segment(features).float()), dims)
-
-
-def _select(features, index: torch.Tensor):
-    """Return ``features`` (a tensor or nested lists/tuples of them, batch first) at batch ``index``."""
-    if isinstance(features, torch.Tensor):
-        return features.index_select(0, index)
-    return type(features)(_select(f, index) for f in features)
-
-
-def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return x.flip(dims) if dims else x

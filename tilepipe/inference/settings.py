@@ -1,0 +1,35 @@
+"""Which config values a prediction depends on, as the keyword arguments of ``predict_slide``.
+
+Torch-free: the rules import it at parse time to build the ``predict``
+params, and tests build their settings from the schema's defaults with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["prediction_settings"]
+
+
+def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Return, from a resolved config, the settings that change a prediction, sorted by key.
+
+    Geometry (``tile_size``, ``input_size``, ``read_level``), TTA, the
+    classification gate, the tissue skip and its saturation threshold. Not
+    ``inference.threshold`` (only the submission cuts at it) and none of the
+    settings that change only speed (``inference.batch_size``).
+    """
+    inference = config["inference"]
+    return dict(
+        sorted(
+            {
+                "tile_size": config["tiles"]["size"],
+                "input_size": config["train"]["input_size"],
+                "read_level": config["train"]["read_level"],
+                "saturation_threshold": config["tiles"]["saturation_threshold"],
+                "tta": list(inference["tta"]),
+                "clf_threshold": inference["clf_threshold"],
+                "min_tissue": inference["min_tissue"],
+            }.items()
+        )
+    )

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tilepipe.errors import InputError
-from tilepipe.io.kaggle import KaggleDataset, check_id
+from tilepipe.io.kaggle import KaggleDataset, check_id, patient_key, read_id_csv
 
 INFO_HEADER = "image_file,width_pixels,height_pixels,patient_number"
 
@@ -65,7 +65,7 @@ def test_polygons_only_slide_is_valid(tmp_path):
             "HuBMAP-20-dataset_information.csv",
             "slide b2 has no row",
         ),
-        ({"rle_ids": ("a1", "b2", "a1")}, "train.csv", "appears more than once"),
+        ({"rle_ids": ("a1", "b2", "a1")}, "train.csv", "is listed more than once"),
     ],
 )
 def test_inconsistencies_name_the_file(tmp_path, kwargs, file, problem):
@@ -99,3 +99,23 @@ def test_bad_id_in_csv_is_rejected(tmp_path):
     (root / "train.csv").write_text("id,encoding\n../x,1 2\n")
     with pytest.raises(InputError, match=r"train.csv: slide id '../x'"):
         KaggleDataset(root).validate()
+
+
+@pytest.mark.parametrize("value", [63921, 63921.0, "63921", "63921.0", " 63921 "])
+def test_patient_numbers_written_in_any_way_are_one_patient(value):
+    assert patient_key(value) == "63921"
+
+
+def test_id_csvs_strip_ids_and_refuse_bad_ones(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("id,predicted\n a1 ,1 2\nb2,\n")
+    table = read_id_csv(good, ("id", "predicted"))
+    assert table["id"].tolist() == ["a1", "b2"] and table["predicted"].tolist() == ["1 2", ""]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,predicted\n../x,\n")
+    with pytest.raises(InputError, match=r"bad.csv: slide id '../x'"):
+        read_id_csv(bad, ("id", "predicted"))
+    with pytest.raises(InputError, match=r"good.csv: truth has no 'mask', 'z' columns"):
+        read_id_csv(good, ("id", "mask", "z"), "truth")
+    with pytest.raises(InputError, match=r"nope.csv: table does not exist"):
+        read_id_csv(tmp_path / "nope.csv", ("id",))

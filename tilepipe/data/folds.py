@@ -15,6 +15,7 @@ import pandas as pd
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
+from tilepipe.io.kaggle import patient_key
 
 __all__ = ["ALWAYS_TRAIN", "make_folds", "write_folds", "read_folds"]
 
@@ -80,15 +81,8 @@ def _validated_slides(slides: pd.DataFrame, source) -> pd.DataFrame:
         ids = ", ".join(map(str, folds.loc[duplicated, "slide"].unique()))
         raise InputError(source, f"slide(s) listed more than once: {ids}")
     folds["slide"] = folds["slide"].astype(str)
-    folds["patient"] = folds["patient"].map(_patient_key)
+    folds["patient"] = folds["patient"].map(patient_key)
     return folds
-
-
-def _patient_key(patient) -> str:
-    """A patient number as a string: 63921, 63921.0 and "63921" are one patient."""
-    if isinstance(patient, float) and patient.is_integer():
-        patient = int(patient)
-    return str(patient).strip()
 
 
 def _explicit_folds(patients: list[list], known: set, source) -> dict:
@@ -97,7 +91,7 @@ def _explicit_folds(patients: list[list], known: set, source) -> dict:
     for fold, members in enumerate(patients):
         if not members:
             raise InputError(source, f"fold {fold} of folds.patients lists no patient")
-        for patient in map(_patient_key, members):
+        for patient in map(patient_key, members):
             if patient not in known:
                 raise InputError(source, f"patient {patient} (fold {fold} of folds.patients) has no slide")
             if patient in fold_of:

@@ -29,6 +29,7 @@ import pandas as pd
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 from tilepipe.io import rle
+from tilepipe.io.kaggle import read_id_csv
 from tilepipe.stores.probability import PROBABILITY_SCALE, foreground_cutoff, read_probability
 from tilepipe.stores.slide import SlideStore
 
@@ -357,15 +358,7 @@ def read_truth_rows(truth_csv: str | os.PathLike, slide: str, shape: tuple[int, 
 
 def _read_rles(path: str | os.PathLike) -> dict[str, str]:
     """Return id -> RLE of an ``id,predicted`` CSV, in file order (InputError when unusable)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (FileNotFoundError, pd.errors.EmptyDataError) as err:
-        raise InputError(path, f"cannot read id,predicted rows ({err})") from err
-    if not {"id", "predicted"} <= set(frame.columns):
-        raise InputError(path, f"expected columns id,predicted, got {','.join(frame.columns)}")
-    repeated = frame["id"][frame["id"].duplicated()].tolist()
-    if repeated:
-        raise InputError(path, f"id {repeated[0]} is listed more than once")
+    frame = read_id_csv(path, ("id", "predicted"), "id,predicted CSV")
     return dict(zip(frame["id"], frame["predicted"], strict=False))
 
 

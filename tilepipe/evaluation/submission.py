@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 from tilepipe.io import rle
+from tilepipe.io.kaggle import read_id_csv
 from tilepipe.stores.probability import foreground_cutoff, read_probability
 
 __all__ = ["BLOCK_BYTES", "encode_prediction", "write_submission"]
@@ -100,18 +100,7 @@ def write_submission(
 
 def _sample_ids(path: Path) -> list[str]:
     """Return the ids of the sample submission at ``path``, in order (InputError when unusable)."""
-    try:
-        sample = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError as err:
-        raise InputError(path, "sample submission does not exist") from err
-    except pd.errors.EmptyDataError as err:
-        raise InputError(path, "sample submission is empty: it lists no ids") from err
-    if "id" not in sample.columns:
-        raise InputError(path, f"sample submission has no 'id' column (columns: {', '.join(sample.columns)})")
-    ids = sample["id"].str.strip()
+    ids = read_id_csv(path, ("id",), "sample submission")["id"]
     if ids.empty:
         raise InputError(path, "sample submission lists no ids")
-    repeated = ids[ids.duplicated()].tolist()
-    if repeated:
-        raise InputError(path, f"id {repeated[0]} is listed more than once")
     return ids.tolist()

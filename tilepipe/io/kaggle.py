@@ -44,6 +44,46 @@ def check_id(slide_id: object, source: str | os.PathLike) -> str:
     return text
 
 
+def patient_key(patient: object) -> str:
+    """A patient number as the string that identifies the patient: 63921, 63921.0, "63921.0" and " 63921" are one."""
+    if isinstance(patient, float) and patient.is_integer():
+        patient = int(patient)
+    return str(patient).strip().removesuffix(".0")
+
+
+def read_id_csv(path: str | os.PathLike, columns: tuple[str, ...], what: str = "table") -> pd.DataFrame:
+    """Return a CSV keyed by slide ids (train.csv, sample_submission.csv, an ``id,predicted`` truth) as strings.
+
+    ``columns[0]`` holds the ids (for ``image_file``: file names whose stem is
+    the id); ids are stripped of surrounding blanks, checked with
+    :func:`check_id` and unique. Empty cells are empty strings. ``what``
+    names the file in messages ("sample submission"). Raises InputError
+    naming the file when it is missing, empty, unreadable, lacks a column or
+    repeats an id.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise InputError(path, f"{what} does not exist") from err
+    except pd.errors.EmptyDataError as err:
+        raise InputError(path, f"{what} is empty: it has no header") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(path, f"{what} is not a readable CSV ({err})") from err
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        plural = "s" if len(missing) > 1 else ""
+        raise InputError(path, f"{what} has no {names} column{plural} (columns: {', '.join(table.columns)})")
+    key = columns[0]
+    table[key] = table[key].str.strip()
+    for value in table[key]:
+        check_id(Path(value).stem if key == "image_file" else value, path)
+    repeated = table[key][table[key].duplicated()].tolist()
+    if repeated:
+        raise InputError(path, f"id {repeated[0]} is listed more than once")
+    return table
+
+
 class KaggleDataset:
     """A data folder in the Kaggle layout, read lazily and validated.
 
@@ -80,19 +120,7 @@ class KaggleDataset:
             if required:
                 raise InputError(path, "file is missing")
             return None
-        try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise InputError(path, f"not a readable CSV ({err})") from err
-        missing = [c for c in columns if c not in table.columns]
-        if missing:
-            raise InputError(path, f"missing column(s) {', '.join(missing)}; has {', '.join(table.columns)}")
-        for slide_id in table[columns[0]]:
-            check_id(Path(slide_id).stem if columns[0] == "image_file" else slide_id, path)
-        duplicated = table[columns[0]][table[columns[0]].duplicated()]
-        if len(duplicated):
-            raise InputError(path, f"id {duplicated.iloc[0]!r} appears more than once")
-        return table
+        return read_id_csv(path, columns, name)
 
     @cached_property
     def train_table(self) -> pd.DataFrame:
@@ -163,10 +191,10 @@ class KaggleDataset:
     def patient(self, slide_id: str) -> str:
         """The slide's ``patient_number`` as a string (error if missing)."""
         self.expected_shape(slide_id)
-        value = str(self.info_table.loc[slide_id, "patient_number"]).strip()
+        value = patient_key(self.info_table.loc[slide_id, "patient_number"])
         if not value:
             raise InputError(self.root / INFO_CSV, f"slide {slide_id} has no patient_number")
-        return value.removesuffix(".0")
+        return value
 
     def validate(self) -> None:
         """Check the cross-file consistency; raise InputError on the first problem.

@@ -51,10 +51,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tests.builders import write_slide_store
 from tilepipe.data.tile_dataset import TileDataset
 from tilepipe.model import build_model, load_checkpoint, save_checkpoint
 from tilepipe.model.losses import SegmentationLoss
-from tilepipe.stores.ngff import write_slide_store
 
 DATA = Path(__file__).resolve().parent / "data" / "infer"
 MODEL = {"encoder": "resnet18", "center_channels": 128, "decoder_channels": 32}  # the demo's network

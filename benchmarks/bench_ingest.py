@@ -56,6 +56,7 @@ from tilepipe.io import rle
 from tilepipe.io.tiff import SlideTiff
 
 DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
 TIME_LAYOUTS = ["tiled-zlib", "tiled-lzw", "tiled-jpeg", "strip-raw", "strips-lzw"]
 TEXTURE = skimage.data.immunohistochemistry()  # (512, 512, 3) uint8 stained tissue
 CELL = TEXTURE.shape[0]
@@ -221,14 +222,15 @@ def time_layouts(size: int, layouts: list[str], repeats: int) -> list[str]:
 CHILD = """
 import sys
 from pathlib import Path
-kind, tiff, out, rle_file = sys.argv[1:5]
+kind, tiff, out, rle_file, repo = sys.argv[1:6]
+sys.path.insert(0, repo)
 from tilepipe.data.ingest import ingest_slide
 if kind == "ingest":
     ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False)
 elif kind == "naive":
     import tifffile
     from tilepipe.io import rle
-    from tilepipe.stores.ngff import write_slide_store
+    from tests.builders import write_slide_store
     pixels = tifffile.imread(tiff)
     mask = rle.decode(Path(rle_file).read_text(), pixels.shape[:2])
     write_slide_store(out, pixels.transpose(2, 0, 1), mask)
@@ -244,7 +246,7 @@ def child_peak_rss(kind: str, tiff: Path, out: Path, rle_file: Path) -> tuple[in
     """
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, str(tiff), str(fresh(out)), str(rle_file)],
+        [sys.executable, "-c", CHILD, kind, str(tiff), str(fresh(out)), str(rle_file), str(REPO)],
         capture_output=True,
         text=True,
     )

@@ -4,7 +4,7 @@ Builds one synthetic tissue-like slide (default 8192 x 8192) under
 ``benchmarks/data/loader/`` (generated, never committed; reused while its
 parameters match) and writes it three ways:
 
-- a slide store (``tilepipe.stores.ngff.write_slide_store``, chunk ``--chunk``,
+- a slide store (``tests.builders.write_slide_store``, chunk ``--chunk``,
   its codec), plus a re-chunked copy (``--variant``, default image chunks
   256, label chunks 512, the same codec);
 - 1024 px JPEG tiles + PNG masks, cut as the 1st place did
@@ -54,6 +54,7 @@ from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from tests.builders import write_slide_store
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed
 from tilepipe.data.preprocess import (
     IMAGENET_MEAN,
@@ -68,7 +69,6 @@ from tilepipe.data.tile_dataset import TileDataset
 from tilepipe.data.tile_index import build_tile_index
 from tilepipe.seeding import derive_seed
 from tilepipe.stores import chunks, ngff
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore, read_window
 
 DATA = Path(__file__).resolve().parent / "data" / "loader"

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.builders import write_slide_store
 from tilepipe.config import defaults
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level
 from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.data.tile_index import build_tile_index
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH = 600, 700

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.builders import write_slide_store
 from tilepipe.config import defaults
 from tilepipe.data import tile_index
 from tilepipe.data.tile_index import COLUMNS, write_tile_index
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore, read_window
 
 GLASS = (245, 244, 246)

@@ -7,13 +7,13 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.builders import write_slide_store
 from tilepipe.errors import InputError
 from tilepipe.evaluation.dice import (
     RunsRows,
     ValueHistogram,
     best_threshold,
     dice,
-    dice_counts,
     evaluation_threshold,
     read_histogram,
     read_truth_rows,
@@ -27,8 +27,12 @@ from tilepipe.evaluation.dice import (
     write_histogram,
 )
 from tilepipe.io import rle
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
+
+
+def dice_counts(probability, truth, cutoffs, *, band_rows=None) -> dict[str, np.ndarray]:
+    """The intersection, predicted and truth pixel counts of ``probability >= cutoff`` vs ``truth``, per cutoff."""
+    return value_histogram(probability, truth, band_rows=band_rows).counts(cutoffs)
 
 
 def brute_force_counts(probability: np.ndarray, truth: np.ndarray, cutoff: int) -> tuple[int, int, int]:

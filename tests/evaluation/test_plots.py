@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.builders import write_slide_store
 from tilepipe.evaluation.dice import RunsRows
 from tilepipe.evaluation.plots import (
     PREDICTION_RGB,
@@ -16,7 +17,6 @@ from tilepipe.evaluation.plots import (
     strided_mask,
 )
 from tilepipe.io import rle
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.probability import read_probability, write_probability
 
 

@@ -6,6 +6,7 @@ import torch
 import zarr
 from torch import nn
 
+from tests.builders import write_slide_store
 from tilepipe.config import defaults
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.errors import InputError
@@ -13,7 +14,6 @@ from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import prediction_settings
 from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.model import build_model
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.probability import read_probability
 from tilepipe.stores.slide import read_window
 

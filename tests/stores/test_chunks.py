@@ -10,10 +10,10 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.builders import write_slide_store
 from tilepipe.errors import InputError
 from tilepipe.stores import chunks
 from tilepipe.stores.chunks import ChunkFiles, fast_view, is_writer_format
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH, CHUNK = 203, 150, 32

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from tilepipe.stores.ngff import level_shapes, max_2x2, mean_2x2, write_labels, write_slide_store
+from tests.builders import write_labels, write_slide_store
+from tilepipe.stores.ngff import level_shapes, max_2x2, mean_2x2
 from tilepipe.stores.slide import SlideStore
 
 

@@ -40,7 +40,6 @@ __all__ = [
     "ValueHistogram",
     "best_threshold",
     "dice",
-    "dice_counts",
     "evaluation_threshold",
     "read_histogram",
     "read_truth_rows",
@@ -154,16 +153,6 @@ def _default_band_rows(probability) -> int:
     if chunk_rows:
         rows = max(1, rows // chunk_rows[0]) * chunk_rows[0]
     return rows
-
-
-def dice_counts(probability, truth, cutoffs, *, band_rows: int | None = None) -> dict[str, np.ndarray]:
-    """Return the ``intersection``, ``predicted`` and ``truth`` pixel counts of ``probability >= cutoff`` vs ``truth``.
-
-    One streamed pass for all ``cutoffs`` (ints 0..256); see
-    :func:`value_histogram` for the arrays and :meth:`ValueHistogram.counts`
-    for the result.
-    """
-    return value_histogram(probability, truth, band_rows=band_rows).counts(cutoffs)
 
 
 def dice(intersection, predicted, truth) -> np.ndarray:

@@ -202,7 +202,7 @@ def threshold_sweep(histograms: Mapping[str, ValueHistogram], cutoffs: np.ndarra
     """Return the Dice of the slides ``histograms`` (id -> histogram) at every cutoff.
 
     Columns: ``cutoff`` (stored value), ``threshold`` (``cutoff / 255``
-    to 4 decimals, which :func:`~tilepipe.evaluation.submission.foreground_cutoff`
+    to 4 decimals, which :func:`~tilepipe.stores.probability.foreground_cutoff`
     maps back to ``cutoff``), ``mean_dice`` (mean of per-slide Dice, the
     Kaggle score) and ``global_dice`` (all slides' pixels pooled).
     """

@@ -295,3 +295,12 @@ def test_default_demo_foreground_and_tissue_are_plausible():
         assert 0.01 <= rendered.mask.mean() <= 0.15, slide
         assert 0.45 <= rendered.tissue.mean() <= 0.75, slide
         assert len(rendered.polygons) >= 5
+
+
+def test_the_readme_counts_the_layouts_the_demo_writes():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    said = re.search(r"TIFFs in (\w+) awkward layouts", readme.replace("\n", " "))
+    assert said and words.index(said.group(1)) == len(LAYOUTS)
+    written = {s.layout for s in plan_demo(defaults("demo"), 42)}
+    assert written == set(LAYOUTS)

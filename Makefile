@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint slurm-test clean
+.PHONY: setup demo test test-fast lint slurm-test clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q
+
+# Unit tests only (no workflow runs): a few minutes on 2 cores.
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
 
 # A real single-node SLURM (apt, as root) running the tiny demo with
 # profiles/slurm; compared with a local run (tests/slurm/run_slurm_ci.sh).

@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.workflow.runner import TINY
+from tests.workflow.runner import TINY, snakemake_command
 
 TARGET_SECONDS = 5.0
 
@@ -48,21 +48,7 @@ def overlay() -> dict:
 
 
 def snakemake(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(workdir / "overlay.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    return snakemake_command(workdir, *args, overlay=workdir / "overlay.yaml")
 
 
 def run(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.builders
 from tests.builders import write_slide_store
 from tilepipe.data.tile_dataset import TileDataset
 from tilepipe.model import build_model, load_checkpoint, save_checkpoint

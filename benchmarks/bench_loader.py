@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -54,12 +55,14 @@ from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 from zarr.codecs import BloscCodec, ZstdCodec
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.builders
 from tests.builders import write_slide_store
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations, reseed
 from tilepipe.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     auto_level,
+    normalisation,
     normalise,
     resize_image,
     resize_mask,
@@ -67,7 +70,6 @@ from tilepipe.data.preprocess import (
 from tilepipe.data.sampler import sample_epoch
 from tilepipe.data.tile_dataset import TileDataset
 from tilepipe.data.tile_index import build_tile_index
-from tilepipe.seeding import derive_seed
 from tilepipe.stores import chunks, ngff
 from tilepipe.stores.slide import SlideStore, read_window
 
@@ -146,12 +148,13 @@ def prepare(size: int, samples: int, chunk: int, seed: int) -> Path:
     return folder
 
 
-class RasterioTileDataset(Dataset):
+class RasterioTileDataset(TileDataset):
     """Samples read as 1024 px windows of tiled TIFFs with rasterio; items as TileDataset's.
 
     The datasets are opened once per process (rasterio handles cannot be
-    pickled); windows past the border are clipped and zero-padded. After the
-    read everything is ``tilepipe.data.tile_dataset``'s, so a comparison measures the reads.
+    pickled); windows past the border are clipped and zero-padded. Only
+    :meth:`read_tile` is its own: augmentation, normalisation and the item
+    are ``TileDataset.__getitem__``'s, so a comparison measures the reads.
     """
 
     def __init__(
@@ -170,9 +173,7 @@ class RasterioTileDataset(Dataset):
         self.slides = tiles["slide"].astype(str).to_numpy()
         self.paths = (image_tiff, mask_tiff)
         self.input_size, self.augment, self.seed, self.epoch = input_size, augment, seed, epoch
-        std = np.asarray(IMAGENET_STD, dtype=np.float32)
-        self.scale = (1 / (255 * std)).astype(np.float32)
-        self.offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / std).astype(np.float32)
+        self.scale, self.offset = normalisation(IMAGENET_MEAN, IMAGENET_STD)
         self.opened = None
 
     def __len__(self) -> int:
@@ -186,24 +187,13 @@ class RasterioTileDataset(Dataset):
             out[:, : y1 - y, : x1 - x] = dataset.read(window=Window(x, y, x1 - x, y1 - y))
         return out
 
-    def __getitem__(self, index: int) -> dict:
+    def read_tile(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.opened is None:
             self.opened = tuple(rasterio.open(path) for path in self.paths)
         y, x, size = int(self.ys[index]), int(self.xs[index]), int(self.sizes[index])
         image = resize_image(self.window(self.opened[0], y, x, size), self.input_size)
         mask = resize_mask(self.window(self.opened[1], y, x, size)[0], self.input_size)
-        if self.augment is not None:
-            reseed(self.augment, derive_seed(self.seed, self.epoch, index))
-            augmented = self.augment(image=image, mask=mask)
-            image, mask = augmented["image"], augmented["mask"]
-        return {
-            "image": torch.from_numpy(normalise(image, self.scale, self.offset)),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
-            "clf": torch.tensor(float(mask.any()), dtype=torch.float32),
-            "slide": self.slides[index],
-            "y": y,
-            "x": x,
-        }
+        return image, mask
 
 
 def one_pass(dataset: Dataset) -> tuple[float, float]:

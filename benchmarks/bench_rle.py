@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
-import tracemalloc
+from pathlib import Path
 
 import cv2
 import numpy as np
 from baselines.article001 import mask2rle, rle2mask
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.measure
+from tests.measure import peak_bytes
 from tilepipe.io import rle
 
 
@@ -56,16 +59,6 @@ def fastest(*calls: tuple, repeats: int) -> list[tuple[float, object]]:
             results[k] = fn(*args)
             best[k] = min(best[k], time.perf_counter() - start)
     return list(zip(best, results, strict=False))
-
-
-def peak_bytes(fn, *args) -> int:
-    """Return the peak bytes allocated (tracemalloc) during one call of ``fn``, result included."""
-    tracemalloc.start()
-    try:
-        fn(*args)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def run_numbers(mask: np.ndarray) -> np.ndarray:

@@ -172,8 +172,6 @@ def test_stitching_gives_every_pixel_its_own_prediction(tmp_path, height, width,
         clf_threshold=None,
         min_tissue=None,
         batch_size=3,
-        device="cpu",
-        progress=False,
     )
     probability = read_probability(out)
     assert probability.dtype == np.uint8 and probability.shape == (height, width)
@@ -198,8 +196,6 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
         tta=ALL_FLIPS,
         clf_threshold=None,
         min_tissue=None,
-        device="cpu",
-        progress=False,
     )
     assert zarr.open_group(out, mode="r").attrs["tilepipe"]["read_level"] == 1
     inner = (slice(2, -2), slice(2, -2))  # the slide's own border meets the zero fill when resized
@@ -219,8 +215,6 @@ def test_output_store_layout_and_metadata(tmp_path):
         tta=["none"],
         clf_threshold=None,
         min_tissue=None,
-        device="cpu",
-        progress=False,
     )
     group = zarr.open_group(out, mode="r")
     probability = read_probability(out)
@@ -252,8 +246,6 @@ def test_windows_below_the_classification_threshold_skip_the_decoder(tmp_path):
         clf_threshold=0.5,
         min_tissue=None,
         batch_size=4,
-        device="cpu",
-        progress=False,
     )
     grid = centre_grid(height, width, tile_size=tile, keep=keep)
     windows = [w for row in range(grid.rows) for w in grid.row(row)]
@@ -307,8 +299,6 @@ def test_background_windows_never_reach_the_model(tmp_path):
         read_level=0,
         tta=["none"],
         clf_threshold=None,
-        device="cpu",
-        progress=False,
     )
     rows, tissue_cols = -(-height // 64), -(-tissue_width // 64)  # centres from x = 0, 64, 128 hold tissue
     assert model.encoded == rows * tissue_cols == stats["segmented"]
@@ -335,8 +325,6 @@ def test_a_failed_run_leaves_no_output(tmp_path):
             tta=["none"],
             clf_threshold=None,
             min_tissue=None,
-            device="cpu",
-            progress=False,
         )
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["slide.zarr"]
 

@@ -1,6 +1,5 @@
 """Kaggle RLE: tilepipe.io.rle against a plain pixel-loop reference, edge cases, errors, memory."""
 
-import tracemalloc
 from unittest import mock
 
 import cv2
@@ -10,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from tests.measure import peak_bytes
 from tilepipe.errors import InputError
 from tilepipe.io import rle
 
@@ -230,22 +230,13 @@ def test_disc_mask_matches_reference():
     np.testing.assert_array_equal(rle.decode(text, mask.shape), mask)
 
 
-def _peak_bytes(fn, *args):
-    tracemalloc.start()
-    try:
-        fn(*args)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_memory_stays_within_the_mask_size():
     mask = glomerulus_mask(2048)
     text = rle.encode(mask)
     # An int64 (or any 8-byte) copy of the mask would be 8x its bytes.
-    assert _peak_bytes(rle.encode, mask) < 0.5 * mask.nbytes
+    assert peak_bytes(rle.encode, mask) < 0.5 * mask.nbytes
     # The decoded mask itself is 1x.
-    assert _peak_bytes(rle.decode, text, mask.shape) < 1.5 * mask.nbytes
+    assert peak_bytes(rle.decode, text, mask.shape) < 1.5 * mask.nbytes
 
 
 def test_encode_converts_other_layouts_band_by_band():
@@ -253,5 +244,5 @@ def test_encode_converts_other_layouts_band_by_band():
     expected = rle.encode(mask)
     with mock.patch.object(rle, "_BAND_BYTES", 1 << 18):
         for converted in (mask.astype(np.int32), mask[:, :2047], np.asfortranarray(mask)):
-            assert _peak_bytes(rle.encode, converted) < 0.25 * mask.nbytes
+            assert peak_bytes(rle.encode, converted) < 0.25 * mask.nbytes
         assert rle.encode(mask.astype(np.int32)) == rle.encode(np.asfortranarray(mask)) == expected

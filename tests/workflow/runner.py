@@ -28,14 +28,10 @@ TINY = {
 }
 
 
-def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True):
-    """Run the workflow in ``workdir`` with config.yaml plus ``overlay``; return the CompletedProcess."""
-    configfiles = [str(REPO / "config.yaml")]
-    if overlay is not None:
-        path = workdir / "overlay.yaml"
-        path.write_text(yaml.safe_dump(overlay))
-        configfiles.append(str(path))
-    cmd = [
+def snakemake_command(workdir: Path, *args: str, overlay: Path | None = None) -> list[str]:
+    """The command that runs this repository's workflow in ``workdir`` on 2 cores, config.yaml plus ``overlay``."""
+    configfiles = [str(REPO / "config.yaml"), *([str(overlay)] if overlay is not None else [])]
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -49,6 +45,15 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
         "2",
         *args,
     ]
+
+
+def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True):
+    """Run the workflow in ``workdir`` with config.yaml plus ``overlay``; return the CompletedProcess."""
+    path = None
+    if overlay is not None:
+        path = workdir / "overlay.yaml"
+        path.write_text(yaml.safe_dump(overlay))
+    cmd = snakemake_command(workdir, *args, overlay=path)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

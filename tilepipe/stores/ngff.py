@@ -282,6 +282,21 @@ def list_label(labels: zarr.Group, name: str) -> None:
     labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": sorted({*listed, name})}
 
 
+def create_mask_array(group: zarr.Group, name: str, shape: tuple[int, int], chunk: int) -> zarr.Array:
+    """Create the empty ``(y, x)`` uint8 array ``name`` in ``group``: ``chunk`` x ``chunk`` chunks in the
+    writer's codec, fill 0, all-zero chunks not stored (masks and probabilities)."""
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=(chunk, chunk),
+        dtype=np.uint8,
+        compressors=CODEC,
+        fill_value=0,
+        dimension_names=["y", "x"],
+        config={"write_empty_chunks": False},
+    )
+
+
 def create_label_levels(
     label_group: zarr.Group, shapes: list[tuple[int, int]], *, chunk: int, name: str, pool: Executor
 ) -> PyramidWriter:
@@ -290,18 +305,6 @@ def create_label_levels(
     Returns their writer (writing with ``pool``), which takes level-0
     ``(rows, width)`` uint8 0/1 bands. Chunks that stay all zero are not stored.
     """
-    arrays = [
-        label_group.create_array(
-            str(level),
-            shape=(h, w),
-            chunks=(chunk, chunk),
-            dtype=np.uint8,
-            compressors=CODEC,
-            fill_value=0,
-            dimension_names=["y", "x"],
-            config={"write_empty_chunks": False},
-        )
-        for level, (h, w) in enumerate(shapes)
-    ]
+    arrays = [create_mask_array(label_group, str(level), shape, chunk) for level, shape in enumerate(shapes)]
     label_group.attrs["ome"] = label_attrs(name, len(shapes))
     return PyramidWriter(arrays, max_2x2, pool=pool, skip_empty=True)

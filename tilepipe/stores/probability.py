@@ -22,7 +22,7 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import CODEC, LABEL_AXES, NGFF_VERSION, multiscales
+from tilepipe.stores.ngff import LABEL_AXES, NGFF_VERSION, create_mask_array, multiscales
 
 __all__ = [
     "PROBABILITY_SCALE",
@@ -83,16 +83,7 @@ def create_probability_array(path: Path, name: str, shape: tuple[int, int], chun
     """Create the probability store ``name`` at ``path``: its group (NGFF metadata, ``attrs`` as
     attrs["tilepipe"]) and its empty ``shape`` uint8 array with ``chunk`` x ``chunk`` chunks; return the array."""
     group = zarr.open_group(path, mode="w", zarr_format=3)
-    array = group.create_array(
-        PROBABILITY_ARRAY,
-        shape=shape,
-        chunks=(chunk, chunk),
-        dtype=np.uint8,
-        compressors=CODEC,
-        fill_value=0,
-        dimension_names=["y", "x"],
-        config={"write_empty_chunks": False},
-    )
+    array = create_mask_array(group, PROBABILITY_ARRAY, shape, chunk)
     levels = multiscales(name, LABEL_AXES, 1)
     del levels[0]["type"]  # one level: no downsampling method to name
     group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": levels}

@@ -26,8 +26,9 @@ COLUMNS = ["slide", "patient", "fold"]
 def make_folds(
     slides: pd.DataFrame,
     n_folds: int | None,
-    patients: list[list] | None = None,
-    seed: int = 0,
+    patients: list[list] | None,
+    *,
+    seed: int,
     source: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Assign every slide to a fold, keeping each patient's slides together.

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _remove(path: Path) -> None:
@@ -16,6 +22,58 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _load_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # no glibc >= 2.28
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False when the system or file system cannot (then nothing changed).
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _discard(path: Path, trash: Path) -> None:
+    """Remove ``path`` by first renaming it to ``trash``, so a half-removed tree only ever lies at ``trash``."""
+    if _present(path):
+        _remove(trash)
+        os.rename(path, trash)
+    _remove(trash)
+
+
+def _recover(final: Path, aside: Path, trash: Path) -> None:
+    """Finish what a killed replacement left: put the old artifact back if nothing took its place."""
+    _remove(trash)
+    if _present(aside):
+        if _present(final):
+            _discard(aside, trash)
+        else:
+            os.rename(aside, final)
+
+
 @contextlib.contextmanager
 def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` on success.
@@ -23,16 +81,48 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     Works for files and directories (zarr stores). The temporary path is in
     the same folder, so the rename is atomic on one file system. On any
     exception the temporary path is removed and ``final`` is left as it was.
+
+    A file replaces a file in one rename. An existing directory (or any
+    replacement of one kind by the other) is swapped with the new one in one
+    step where Linux can (``renameat2``), so that a complete artifact, old or
+    new, is at ``final`` at every moment, even if the process is killed; the
+    old one is then removed. Elsewhere it is renamed aside (``.NAME.old``)
+    before the new one is renamed in; a kill between the two renames leaves
+    it there, and the next ``atomic_output(final)`` puts it back first.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    aside = final.with_name(f".{final.name}.old")
+    trash = final.with_name(f".{final.name}.trash")
+    _recover(final, aside, trash)
     _remove(tmp)
     try:
         yield tmp
     except BaseException:
         _remove(tmp)
         raise
-    if final.is_dir() and not final.is_symlink():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        _move_into_place(tmp, final, aside)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _discard(aside, trash)
+
+
+def _move_into_place(tmp: Path, final: Path, aside: Path) -> None:
+    """Move ``tmp`` to ``final``; an old artifact of a kind a rename cannot replace ends at ``aside``."""
+    replaced_dir = final.is_dir() and not final.is_symlink()
+    new_dir = tmp.is_dir() and not tmp.is_symlink()
+    if not _present(final) or not (replaced_dir or new_dir):
+        os.replace(tmp, final)
+        return
+    if _exchange(tmp, final):
+        os.rename(tmp, aside)
+        return
+    os.rename(final, aside)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(aside, final)
+        raise

@@ -6,9 +6,14 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
+import zarr
+
 from tilepipe.data.ingest import ingest_slide
 from tilepipe.io.kaggle import TRAIN_CSV, KaggleDataset
 from tilepipe.provenance import record_job
+
+# zarr's own executor (metadata writes here) stays within the job's threads too.
+zarr.config.set({"threading.max_workers": snakemake.threads})
 
 slide_id = snakemake.wildcards.slide
 dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
@@ -21,7 +26,7 @@ ingest_slide(
     expected_shape=dataset.expected_shape(slide_id),
     chunk=snakemake.params.ingest["chunk"],
     min_level_size=snakemake.params.ingest["min_level_size"],
-    workers=snakemake.threads,
+    threads=snakemake.threads,
 )
 
 record_job(snakemake)

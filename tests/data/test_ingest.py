@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,7 @@ import pytest
 import tifffile
 import zarr
 
+import tilepipe
 from tilepipe.data.ingest import _prefetched, ingest_slide
 from tilepipe.errors import InputError
 from tilepipe.io import rle
@@ -20,7 +26,7 @@ from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH = 301, 437  # odd, and not a multiple of the tiles, strips or chunks below
 CHUNK = 64
-SMALL = {"chunk": CHUNK, "min_level_size": 100, "progress": False}
+SMALL = {"chunk": CHUNK, "min_level_size": 100, "progress": False, "threads": 2}
 
 
 def rgb_pixels(seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -245,7 +251,7 @@ def test_prefetch_passes_items_and_errors_and_closes_the_producer_on_early_stop(
 
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
-    ingest_slide(tiff, tmp_path / "slide.zarr", chunk=CHUNK, min_level_size=100, progress=True)
+    ingest_slide(tiff, tmp_path / "slide.zarr", chunk=CHUNK, min_level_size=100, progress=True, threads=1)
     captured = capsys.readouterr()
     assert "s.tiff" in captured.err and f"{HEIGHT}/{HEIGHT}" in captured.err
     assert captured.out == ""
@@ -349,7 +355,7 @@ def test_failed_rerun_leaves_the_existing_store_untouched(tmp_path):
 
 def test_odd_chunk_is_refused():
     with pytest.raises(ValueError, match="even"):
-        ingest_slide("unused.tiff", "unused.zarr", chunk=63)
+        ingest_slide("unused.tiff", "unused.zarr", chunk=63, threads=1)
 
 
 def test_metadata_is_ngff_0_5(tmp_path):
@@ -375,3 +381,82 @@ def test_metadata_is_ngff_0_5(tmp_path):
     assert labels["attributes"]["ome"]["labels"] == ["glomeruli"]
     label = json.loads((tmp_path / "s1.zarr" / "labels" / "glomeruli" / "zarr.json").read_text())
     assert label["attributes"]["ome"]["image-label"]["colors"][0]["label-value"] == 1
+
+
+# Threads: a job runs at most the ``threads`` its rule declares.
+
+STDLIB = sysconfig.get_paths()["stdlib"]
+PACKAGE = str(Path(tilepipe.__file__).parent)
+
+
+class ThreadRecord:
+    """Threads started by tilepipe code: ``started`` in all, ``peak`` alive at once, ``alive`` now."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.started = self.alive = self.peak = 0
+
+    def running(self, delta: int) -> None:
+        with self.lock:
+            self.alive += delta
+            self.peak = max(self.peak, self.alive)
+
+
+def started_by_tilepipe(frame) -> bool:
+    """Whether the code that starts a thread (past threading, concurrent.futures...) is tilepipe's."""
+    while frame is not None and frame.f_code.co_filename.startswith(STDLIB):
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_filename.startswith(PACKAGE)
+
+
+@contextlib.contextmanager
+def threads_started_by_tilepipe(monkeypatch) -> Iterator[ThreadRecord]:
+    """Record every thread tilepipe starts in the block, itself or through a ThreadPoolExecutor.
+
+    Threads libraries start for themselves (zarr's event loop and executor)
+    are not counted: they are configured by the job scripts.
+    """
+    record = ThreadRecord()
+    original_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if started_by_tilepipe(sys._getframe(1)):
+            run = thread.run
+
+            def counted_run() -> None:
+                record.running(+1)
+                try:
+                    run()
+                finally:
+                    record.running(-1)
+
+            thread.run = counted_run
+            record.started += 1
+        original_start(thread)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", start)
+        yield record
+
+
+@pytest.mark.parametrize("layout", ["tiled-zlib-contig", "strip-raw-contig"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_ingest_runs_at_most_its_threads_at_once(tmp_path, monkeypatch, layout, threads):
+    tiff = write_tiff(tmp_path / "s.tiff", layout)
+    mask = glomerulus_mask()
+    with threads_started_by_tilepipe(monkeypatch) as record:
+        ingest_slide(tiff, tmp_path / "slide.zarr", rle=rle.encode(mask), **{**SMALL, "threads": threads})
+    assert record.peak <= threads, f"{record.peak} threads at once with threads={threads}"
+    assert record.peak == threads, "a thread the job may use is left idle"
+    assert record.alive == 0, "threads left running after ingest returned"
+    store = SlideStore(tmp_path / "slide.zarr")
+    np.testing.assert_array_equal(store.levels[0][:], level0_of(tiff))
+    np.testing.assert_array_equal(store.labels[:], mask)
+
+
+def test_threads_must_be_given_and_positive(tmp_path):
+    tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
+    with pytest.raises(TypeError, match="threads"):
+        ingest_slide(tiff, tmp_path / "a.zarr", chunk=CHUNK, min_level_size=100, progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        ingest_slide(tiff, tmp_path / "b.zarr", **{**SMALL, "threads": 0})

@@ -1,18 +1,20 @@
 """Training one fold: loss falls, resume is bit-identical, checkpoints reload, bad input stops early."""
 
 import contextlib
+import dataclasses
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from tests.builders import write_slide_store
 from tilepipe.data.tile_index import build_tile_index
 from tilepipe.demo.plan import plan_demo
 from tilepipe.demo.render import render_slide
 from tilepipe.errors import InputError
 from tilepipe.model import load_checkpoint
-from tilepipe.stores.ngff import write_slide_store
 from tilepipe.training import trainer as train_module
 from tilepipe.training.trainer import train_fold
 
@@ -223,3 +225,43 @@ def test_stage2_starts_from_the_given_checkpoint(dataset, straight, tmp_path):
         run(dataset, tmp_path, other, init_path=straight / "model.pt")
     assert str(straight / "model.pt") in str(err.value)
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_validation_reports_clf_accuracy_by_the_models_head_and_refuses_no_tiles(dataset):
+    tiles, folds, stores = dataset
+    inputs = train_module.fold_inputs(tiles, folds, 0, stores, SETTINGS["sampling"])
+    with_head = train_module.FoldTrainer(inputs, 0, SETTINGS, torch.device("cpu"))
+    assert 0 <= with_head.validate(epoch=1)["val_clf_acc"] <= 1
+    no_head = {**SETTINGS, "model": {**SETTINGS["model"], "clf_head": False}}
+    without_head = train_module.FoldTrainer(inputs, 0, no_head, torch.device("cpu"))
+    assert math.isnan(without_head.validate(epoch=1)["val_clf_acc"])
+    with_head.inputs = dataclasses.replace(inputs, valid=inputs.valid.iloc[:0])
+    with pytest.raises(InputError, match="no validation tiles"):
+        with_head.validate(epoch=1)
+
+
+def test_resume_without_the_best_checkpoint_keeps_the_best_of_what_it_has(dataset, tmp_path, monkeypatch):
+    """best.pt lost while the state survives: the best checkpoint and best_dice must describe the same epoch."""
+    dice_of_epoch = {1: 0.9, 2: 0.5, 3: 0.7}
+    validate = train_module.FoldTrainer.validate
+    monkeypatch.setattr(
+        train_module.FoldTrainer,
+        "validate",
+        lambda self, epoch: {**validate(self, epoch), "val_dice": dice_of_epoch[epoch]},
+    )
+    train_epoch = train_module.FoldTrainer.train_epoch
+
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path)
+    (tmp_path / "state" / "best.pt").unlink()  # epoch 1's checkpoint (Dice 0.9) is gone
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", train_epoch)
+    metrics = run(dataset, tmp_path)
+    assert list(metrics["val_dice"]) == [0.9, 0.5, 0.7]
+    extra = torch.load(tmp_path / "model.pt", weights_only=True)["extra"]
+    assert (extra["epoch"], extra["val_dice"]) == (3, 0.7), "epoch 3 is the best of the epochs with weights"

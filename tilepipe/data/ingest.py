@@ -6,6 +6,14 @@ current one is written to every pyramid level (:mod:`tilepipe.stores.ngff`)
 together with the same rows of the mask, decoded from the RLE or
 rasterized from the polygons band by band. Memory holds a few bands,
 whatever the slide's size. The store appears atomically, or not at all.
+
+Threads: ingest starts at most ``threads`` threads (the rule's; SLURM
+gives the job that many CPUs). With 1 there is no background thread: the
+main thread decodes and one pool thread encodes the chunks while it waits
+(Blosc called from the main thread would start threads of its own). With
+2 the background thread decodes and one pool thread encodes; with more,
+the background thread and ``threads - 1`` pool threads that both decode
+and encode.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ def ingest_slide(
     expected_shape: tuple[int, int] | None = None,
     chunk: int = 512,
     min_level_size: int = 1024,
-    workers: int | None = None,
+    threads: int,
     progress: bool = True,
 ) -> None:
     """Write the slide store of ``tiff_path`` to ``out_path`` (a ``.zarr`` directory).
@@ -57,8 +65,9 @@ def ingest_slide(
     ``expected_shape`` is the ``(height, width)`` in pixels the dataset
     information gives for the slide. ``chunk`` is the chunk side (and band
     height) in pixels; levels are halved until the long side is at most
-    ``min_level_size``. ``workers`` threads decode the TIFF and as many
-    encode the chunks (default: one per CPU). ``progress`` shows a bar on stderr.
+    ``min_level_size``. ``threads`` is the most threads ingest starts (the
+    rule's ``threads``; see the module docstring). ``progress`` shows a bar
+    on stderr.
 
     Raises :class:`InputError` naming the offending file for an unreadable,
     truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
@@ -68,7 +77,9 @@ def ingest_slide(
     tiff_path, out_path = Path(tiff_path), Path(out_path)
     if chunk <= 0 or chunk % 2:
         raise ValueError(f"chunk must be a positive even number of pixels, got {chunk}")
-    with SlideTiff(tiff_path, workers=workers) as slide:
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    with SlideTiff(tiff_path) as slide:
         height, width = slide.shape
         if expected_shape is not None and tuple(expected_shape) != (height, width):
             eh, ew = expected_shape
@@ -77,7 +88,7 @@ def ingest_slide(
                 f"image is {height} x {width} pixels (height x width) but the dataset information says {eh} x {ew}",
             )
         mask_bands = _mask_bands(rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width))
-        with atomic_output(out_path) as tmp, ThreadPoolExecutor(slide.workers) as pool:
+        with atomic_output(out_path) as tmp, ThreadPoolExecutor(max(1, threads - 1)) as pool:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             shapes = level_shapes(height, width, min_level_size)
             name = out_path.name.removesuffix(".zarr")
@@ -92,7 +103,11 @@ def ingest_slide(
                 mininterval=2.0,
             ) as bar:
                 y0 = 0
-                for band in _prefetched(slide.bands(chunk)):
+                if threads == 1:
+                    bands = slide.bands(chunk)
+                else:
+                    bands = _prefetched(slide.bands(chunk, pool if threads > 2 else None))
+                for band in bands:
                     y1 = y0 + band.shape[1]
                     image.write(band)
                     if labels is not None:

@@ -24,13 +24,22 @@ from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
 
 def write_pseudo_labels(
-    slide_store: str | os.PathLike, probability_store: str | os.PathLike, out_path: str | os.PathLike, threshold: float
+    slide_store: str | os.PathLike,
+    probability_store: str | os.PathLike,
+    out_path: str | os.PathLike,
+    threshold: float,
+    *,
+    threads: int,
 ) -> int:
     """Write the mask ``probability >= threshold`` as the pseudo-label store ``out_path``.
 
     Swept in bands of the image's chunk rows (no whole-slide mask). Returns
     the number of foreground pixels. The store appears atomically.
+    ``threads`` (the rule's) threads encode the chunks while the calling
+    thread waits.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     store = SlideStore(slide_store)
     probability = read_probability(probability_store)
     if probability.shape != store.shape:
@@ -43,7 +52,7 @@ def write_pseudo_labels(
     band_rows = store.levels[0].chunks[-2]
     height = store.shape[0]
     foreground = 0
-    with atomic_output(out_path) as tmp, ThreadPoolExecutor(os.cpu_count()) as pool:
+    with atomic_output(out_path) as tmp, ThreadPoolExecutor(threads) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         labels = root.require_group("labels")
         writer = create_label_levels(labels.require_group(LABEL_NAME), shapes, chunk=chunk, name=LABEL_NAME, pool=pool)

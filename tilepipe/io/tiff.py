@@ -9,8 +9,9 @@ read a band depends on it:
   (whose pages would count as resident memory) is kept.
 - *segments*: tiles of any compression, or strips that are compressed or
   scattered. Segments are decoded one row of segments at a time, every
-  segment exactly once, in a thread pool (the codecs release the GIL), and
-  the decoded rows are kept until the bands that need them are served.
+  segment exactly once, in the caller's thread pool (the codecs release the
+  GIL; the caller sizes it to its job's threads), and the decoded rows are
+  kept until the bands that need them are served.
 
 Memory holds a band and one row of segments, never the image; only a
 compressed file stored as a single strip (which cannot be decoded in
@@ -24,10 +25,11 @@ or three one-sample pages (``(3, y, x)`` or ``(1, 1, 3, y, x)`` series).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +54,15 @@ class SlideTiff:
     """An RGB slide TIFF opened for band reads; use as a context manager.
 
     ``shape`` is the image's ``(height, width)`` in pixels; ``contiguous``
-    tells whether bands are read by offset (see the module docstring);
-    ``workers`` threads decode segments. Raises :class:`InputError` naming
+    tells whether bands are read by offset (see the module docstring).
+    Starts no threads: :meth:`bands` decodes segments in the pool it is
+    given, else in the calling thread. Raises :class:`InputError` naming
     the file if it is not a readable TIFF, is not 3-channel uint8, or has
     tiles or strips past its end.
     """
 
-    def __init__(self, path: str | os.PathLike, *, workers: int | None = None):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.workers = workers or os.cpu_count() or 1
         try:
             self.tif = tifffile.TiffFile(self.path)
         except FileNotFoundError:
@@ -107,19 +109,21 @@ class SlideTiff:
         reader = "contiguous reads" if self.contiguous else "segment decoding"
         return f"{segments} {compression}, {planes}, {'bigtiff' if self.tif.is_bigtiff else 'tiff'}; {reader}"
 
-    def bands(self, rows: int) -> Generator[np.ndarray, None, None]:
+    def bands(self, rows: int, pool: Executor | None = None) -> Generator[np.ndarray, None, None]:
         """Yield the image top to bottom as ``(3, rows, width)`` uint8 bands.
 
         The last band has the remaining ``height % rows`` rows (if any).
-        Each band is a new array the caller may keep.
+        Each band is a new array the caller may keep. Segments are decoded
+        in ``pool`` (the caller's, so that it decides how many threads a job
+        runs), or with None in the calling thread; contiguous reads never
+        use it.
         """
         height, _ = self.shape
         if self.contiguous:
             for y0 in range(0, height, rows):
                 yield self._read_contiguous(y0, min(y0 + rows, height))
             return
-        with ThreadPoolExecutor(self.workers) as pool:
-            yield from _rebanded(self._segment_rows(pool), rows, height)
+        yield from _rebanded(self._segment_rows(pool), rows, height)
 
     def _find_channels(self) -> list[ChannelSource]:
         try:
@@ -183,7 +187,7 @@ class SlideTiff:
         if got != out.nbytes:
             raise InputError(self.path, f"truncated: read {got} of {out.nbytes} bytes at offset {offset}")
 
-    def _segment_rows(self, pool: ThreadPoolExecutor) -> Iterator[tuple[int, np.ndarray]]:
+    def _segment_rows(self, pool: Executor | None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(y0, rows)``: each row of segments decoded into ``(3, n, width)`` uint8."""
         height, width = self.shape
         key = self.sources[0].page.keyframe
@@ -203,7 +207,8 @@ class SlideTiff:
                 for source in self.sources
                 for data, index in self._read_segments(source.page, indices)
             ]
-            for _ in pool.map(lambda job, out=out, y0=y0: self._decode_into(out, y0, *job), jobs):
+            decode = functools.partial(self._decode_into, out, y0)
+            for _ in map(decode, jobs) if pool is None else pool.map(decode, jobs):
                 pass
             yield y0, out
 
@@ -221,8 +226,9 @@ class SlideTiff:
             for item in chunk
         ]
 
-    def _decode_into(self, out: np.ndarray, y0: int, source: ChannelSource, data: bytes | None, index: int) -> None:
-        """Decode segment ``index`` of ``source`` into ``out``, the ``(3, n, width)`` rows from ``y0``."""
+    def _decode_into(self, out: np.ndarray, y0: int, job: tuple[ChannelSource, bytes | None, int]) -> None:
+        """Decode ``job`` (source, encoded bytes, segment index) into ``out``: the ``(3, n, width)`` rows from y0."""
+        source, data, index = job
         page, key = source.page, source.page.keyframe
         kwargs = {}
         if key.compression in JPEG_COMPRESSIONS:

@@ -305,9 +305,14 @@ class FoldTrainer:
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict:
-        """Global tile Dice at 0.5 over the validation tiles, mean loss, clf-head accuracy."""
+        """Global tile Dice at 0.5 over the validation tiles, mean loss, clf-head accuracy.
+
+        The accuracy is NaN for a model without a classification head. Raises
+        InputError when there is no validation tile.
+        """
         loader = self._loader(self.inputs.valid, None, shuffle=False, epoch=epoch)
         self.model.eval()
+        has_classifier = self.model.has_classifier
         inter = union = 0.0
         loss_sum, n, clf_right = 0.0, 0, 0
         for batch in loader:
@@ -321,27 +326,31 @@ class FoldTrainer:
             union += float(pred.sum() + mask.sum())
             loss_sum += float(loss) * image.shape[0]
             n += image.shape[0]
-            if "clf" in outputs:
+            if has_classifier:
                 clf_right += int(((outputs["clf"].view(-1) > 0).float() == clf.view(-1)).sum())
+        if n == 0:
+            raise InputError(None, f"fold {self.fold} has no validation tiles")
         dice = 1.0 if union == 0 else 2 * inter / union
         return {
             "val_loss": loss_sum / n,
             "val_dice": dice,
-            "val_clf_acc": clf_right / n if "clf" in outputs else float("nan"),
+            "val_clf_acc": clf_right / n if has_classifier else float("nan"),
         }
 
     # -- the whole fold ----------------------------------------------------
     def fit(self, model_path: Path, metrics_path: Path, state_path: Path) -> None:
         """Train the remaining epochs; keep the best-Dice checkpoint at ``model_path``."""
         best_path = state_path.with_name("best.pt")
-        if not self.load_state(state_path):
+        if self.load_state(state_path):
+            self.best_dice = _checkpoint_dice(best_path)
+        else:
             best_path.unlink(missing_ok=True)
         for epoch in range(self.epoch + 1, self.train_cfg["epochs"] + 1):
             row = self.train_epoch(epoch)
             self.metrics.append(row)
             self.epoch = epoch
             if row["val_dice"] > self.best_dice or not best_path.exists():
-                self.best_dice = max(self.best_dice, row["val_dice"])
+                self.best_dice = row["val_dice"]
                 extra = {"fold": self.fold, "epoch": epoch, "val_dice": row["val_dice"]}
                 save_checkpoint(best_path, self.model, self.settings["model"], extra=extra)
             self.save_state(state_path)
@@ -351,6 +360,24 @@ class FoldTrainer:
             shutil.copyfile(best_path, tmp)
         state_path.unlink()
         best_path.unlink()
+
+
+def _checkpoint_dice(path: Path) -> float:
+    """The validation Dice recorded in the best checkpoint at ``path``; -inf if there is none.
+
+    A resumed run compares its epochs with this, not with the state's
+    ``best_dice``: the checkpoint is what model.pt becomes, so if it was lost
+    (or a kill came between writing it and the state) the epochs still to
+    come must be measured against the weights actually kept.
+    """
+    if not path.is_file():
+        return -math.inf
+    try:
+        return float(read_checkpoint(path)["extra"]["val_dice"])
+    except (InputError, KeyError, TypeError, ValueError):
+        log.warning("ignoring unreadable best checkpoint %s", path)
+        path.unlink()
+        return -math.inf
 
 
 def _float(value):

@@ -57,6 +57,8 @@ from tilepipe.io.tiff import SlideTiff
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
+# The schema defaults of ingest.chunk and ingest.min_level_size; two threads, as the machine has.
+INGEST = {"chunk": 512, "min_level_size": 1024, "threads": 2}
 TIME_LAYOUTS = ["tiled-zlib", "tiled-lzw", "tiled-jpeg", "strip-raw", "strips-lzw"]
 TEXTURE = skimage.data.immunohistochemistry()  # (512, 512, 3) uint8 stained tissue
 CELL = TEXTURE.shape[0]
@@ -191,8 +193,8 @@ def time_layouts(size: int, layouts: list[str], repeats: int) -> list[str]:
         best = best_alternating(
             {
                 "imread": (bare_imread, (tiff,)),
-                "ingest": (lambda t: ingest_slide(t, fresh(out), progress=False), (tiff,)),
-                "labelled": (lambda t: ingest_slide(t, fresh(out), rle=rle_text, progress=False), (tiff,)),
+                "ingest": (lambda t: ingest_slide(t, fresh(out), progress=False, **INGEST), (tiff,)),
+                "labelled": (lambda t: ingest_slide(t, fresh(out), rle=rle_text, progress=False, **INGEST), (tiff,)),
             },
             repeats,
         )
@@ -226,7 +228,7 @@ kind, tiff, out, rle_file, repo = sys.argv[1:6]
 sys.path.insert(0, repo)
 from tilepipe.data.ingest import ingest_slide
 if kind == "ingest":
-    ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False)
+    ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False, chunk=512, min_level_size=1024, threads=2)
 elif kind == "naive":
     import tifffile
     from tilepipe.io import rle
@@ -294,7 +296,7 @@ def tile_preparation(size: int, layouts: list[str], repeats: int) -> list[str]:
     rows = []
 
     def ours(tiff: Path) -> None:
-        ingest_slide(tiff, fresh(store), rle=rle_text, progress=False)
+        ingest_slide(tiff, fresh(store), rle=rle_text, progress=False, **INGEST)
         write_tile_index(build_tile_index(store, "bench", 1024, 512, saturation_threshold=30), fresh(index))
 
     def theirs(tiff: Path) -> None:

@@ -6,6 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path
 
+import cv2
 import zarr
 
 from tilepipe.data.ingest import ingest_slide
@@ -14,6 +15,8 @@ from tilepipe.provenance import record_job
 
 # zarr's own executor (metadata writes here) stays within the job's threads too.
 zarr.config.set({"threading.max_workers": snakemake.threads})
+# OpenCV (pyramid downsampling) would otherwise use a thread per CPU.
+cv2.setNumThreads(snakemake.threads)
 
 slide_id = snakemake.wildcards.slide
 dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)

@@ -355,7 +355,7 @@ def test_failed_rerun_leaves_the_existing_store_untouched(tmp_path):
 
 def test_odd_chunk_is_refused():
     with pytest.raises(ValueError, match="even"):
-        ingest_slide("unused.tiff", "unused.zarr", chunk=63, threads=1)
+        ingest_slide("unused.tiff", "unused.zarr", chunk=63, min_level_size=100, threads=1)
 
 
 def test_metadata_is_ngff_0_5(tmp_path):

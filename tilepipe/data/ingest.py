@@ -52,8 +52,8 @@ def ingest_slide(
     label_source: str | None = None,
     polygons_path: str | os.PathLike | None = None,
     expected_shape: tuple[int, int] | None = None,
-    chunk: int = 512,
-    min_level_size: int = 1024,
+    chunk: int,
+    min_level_size: int,
     threads: int,
     progress: bool = True,
 ) -> None:

@@ -129,7 +129,10 @@ def test_loss_falls_and_outputs_are_written(straight):
     tmp_path = straight
     assert list(metrics["epoch"]) == [1, 2, 3]
     assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
-    assert metrics["lr"].iloc[0] > metrics["lr"].iloc[-1], "cosine schedule decays"
+    # The recipe's cosine schedule: lr in the first epoch, min_lr exactly in the last.
+    assert metrics["lr"].iloc[0] == pytest.approx(SETTINGS["train"]["lr"])
+    assert metrics["lr"].iloc[-1] == pytest.approx(SETTINGS["train"]["min_lr"])
+    assert metrics["lr"].iloc[0] > metrics["lr"].iloc[1] > metrics["lr"].iloc[-1]
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["extra"]["val_dice"] == pytest.approx(metrics["val_dice"].max())
 
@@ -265,3 +268,18 @@ def test_resume_without_the_best_checkpoint_keeps_the_best_of_what_it_has(datase
     assert list(metrics["val_dice"]) == [0.9, 0.5, 0.7]
     extra = torch.load(tmp_path / "model.pt", weights_only=True)["extra"]
     assert (extra["epoch"], extra["val_dice"]) == (3, 0.7), "epoch 3 is the best of the epochs with weights"
+
+
+def test_pseudo_tiles_join_training_masked_and_past_the_background_filters(dataset):
+    """As the recipe's stage 2: pseudo tiles with ``is_masked`` and ``img_std > 10`` only."""
+    tiles, folds, stores = dataset
+    pseudo = tiles[tiles["slide"] == tiles["slide"].iloc[0]].head(6).copy()
+    pseudo["slide"] = "pseudo1"
+    pseudo["is_masked"] = [True, True, True, False, False, True]
+    pseudo["img_std"] = [50.0, 5.0, 10.0, 50.0, 5.0, 11.0]
+    sampling = {**SETTINGS["sampling"], "min_img_std": 10}
+    plain = train_module.fold_inputs(tiles, folds, 0, stores, sampling)
+    inputs = train_module.fold_inputs(tiles, folds, 0, stores, sampling, pseudo_tiles=pseudo)
+    joined = inputs.train[inputs.train["slide"] == "pseudo1"]
+    assert sorted(joined["img_std"]) == [11.0, 50.0]
+    assert len(inputs.train) == len(plain.train) + 2

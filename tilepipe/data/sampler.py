@@ -12,7 +12,7 @@ import pandas as pd
 
 from tilepipe.errors import InputError
 
-__all__ = ["sample_epoch", "training_tiles", "validation_tiles"]
+__all__ = ["background_filtered", "sample_epoch", "training_tiles", "validation_tiles"]
 
 
 def sample_epoch(tiles: pd.DataFrame, epoch: int, seed: int, fold: int = 0) -> pd.DataFrame:
@@ -74,7 +74,7 @@ def training_tiles(
     is kept; the index is reset.
     """
     fold_of = _fold_of_tiles(tiles, folds, fold)
-    return _background_filtered(tiles[fold_of != fold], min_tissue_ratio, min_img_std)
+    return background_filtered(tiles[fold_of != fold], min_tissue_ratio, min_img_std)
 
 
 def validation_tiles(
@@ -89,7 +89,7 @@ def validation_tiles(
     Same filters and row order as :func:`training_tiles`.
     """
     fold_of = _fold_of_tiles(tiles, folds, fold)
-    return _background_filtered(tiles[fold_of == fold], min_tissue_ratio, min_img_std)
+    return background_filtered(tiles[fold_of == fold], min_tissue_ratio, min_img_std)
 
 
 def _fold_of_tiles(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int) -> np.ndarray:
@@ -103,9 +103,9 @@ def _fold_of_tiles(tiles: pd.DataFrame, folds: pd.DataFrame, fold: int) -> np.nd
     return fold_of.to_numpy(dtype=np.int64)
 
 
-def _background_filtered(
-    tiles: pd.DataFrame, min_tissue_ratio: float | None, min_img_std: float | None
-) -> pd.DataFrame:
+def background_filtered(tiles: pd.DataFrame, min_tissue_ratio: float | None, min_img_std: float | None) -> pd.DataFrame:
+    """Return the tiles with ``tissue_ratio > min_tissue_ratio`` and ``img_std > min_img_std`` (None: no filter),
+    row order kept, index reset."""
     keep = np.ones(len(tiles), dtype=bool)
     if min_tissue_ratio is not None:
         keep &= tiles["tissue_ratio"].to_numpy() > min_tissue_ratio

@@ -31,7 +31,7 @@ import torch
 
 from tilepipe.atomic import atomic_output
 from tilepipe.data.augment import PRESETS, build_augmentations
-from tilepipe.data.sampler import sample_epoch, training_tiles, validation_tiles
+from tilepipe.data.sampler import background_filtered, sample_epoch, training_tiles, validation_tiles
 from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.errors import InputError
 from tilepipe.model import build_model, read_checkpoint, save_checkpoint
@@ -69,8 +69,9 @@ def fold_inputs(
 ) -> FoldInputs:
     """Split the tile index into the fold's training and validation tiles.
 
-    ``pseudo_tiles`` (tiles of pseudo-labelled slides, masked ones only, as
-    the recipe) join every fold's training tiles; ``pseudo_labels`` maps
+    ``pseudo_tiles`` (tiles of pseudo-labelled slides) join every fold's
+    training tiles, as the recipe's: masked ones only, through the same
+    background filters as the labelled tiles (``img_std > 10`` in the recipe); ``pseudo_labels`` maps
     their slides to pseudo-label stores. Raises InputError when the fold has
     no validation tiles or no training tiles of either class, before any
     training starts.
@@ -82,7 +83,8 @@ def fold_inputs(
         overlap = sorted(set(pseudo_tiles["slide"]) & set(folds["slide"]))
         if overlap:
             raise InputError(None, f"pseudo-labelled slide(s) {', '.join(overlap)} are train slides (a label leak)")
-        train = pd.concat([train, pseudo_tiles[pseudo_tiles["is_masked"]]], ignore_index=True)
+        masked = background_filtered(pseudo_tiles[pseudo_tiles["is_masked"]], **filters)
+        train = pd.concat([train, masked], ignore_index=True)
     if valid.empty:
         raise InputError(None, f"fold {fold} has no validation tiles (check folds and sampling filters)")
     sample_epoch(train, epoch=0, seed=0, fold=fold)  # raises when a class is missing
@@ -178,8 +180,9 @@ class FoldTrainer:
             weight_decay=self.train_cfg["weight_decay"],
             fused=device.type in ("cpu", "cuda"),
         )
+        # As the 1st-place CosineLR (t0 = epochs - 1): lr in the first epoch, min_lr in the last.
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.train_cfg["epochs"], eta_min=self.train_cfg["min_lr"]
+            self.optimizer, T_max=max(1, self.train_cfg["epochs"] - 1), eta_min=self.train_cfg["min_lr"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and self.train_cfg["amp"])
         self.epoch = 0

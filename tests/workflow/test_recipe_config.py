@@ -30,6 +30,24 @@ def kaggle_layout(tmp_path):
     return root
 
 
+def test_recipe_overlay_is_faithful_to_the_first_place_code():
+    """Each value that changes results, as the 1st-place code has it (src/02_train, src/05_*, their inference)."""
+    recipe = yaml.safe_load((REPO / "configs/hubmap_1st_place.yaml").read_text())
+    assert (recipe["tiles"]["size"], recipe["tiles"]["shift"]) == (1024, 512)
+    assert recipe["train"]["lr"] == 1e-4 and recipe["train"]["min_lr"] == 1e-6  # Adam, CosineLR step_size_min
+    assert recipe["train"]["weight_decay"] == 1e-5 and recipe["train"]["augmentations"] == "recipe"
+    assert recipe["loss"] == {"bce": 1.0, "lovasz": 1.0, "deep": 0.1, "clf": 1.0}
+    assert recipe["sampling"]["min_img_std"] == 10  # std_img > 10, for labelled and pseudo-labelled tiles
+    assert recipe["inference"]["tta"] == ["none", "hflip", "vflip", "hvflip"]
+    assert recipe["inference"]["amp"] is False  # FP16: False at inference
+    assert recipe["inference"]["min_tissue"] is None  # every window is predicted
+    assert recipe["inference"]["threshold"] == 0.5 and recipe["pseudo"]["threshold"] == 0.5
+    assert recipe["pseudo"]["init"] == "scratch" and recipe["pseudo"]["epochs"] is None
+    model = recipe["model"]
+    assert (model["center_channels"], model["decoder_channels"]) == (512, 64)
+    assert all(model[k] for k in ("cbam", "hypercolumns", "deep_supervision", "clf_head"))
+
+
 def test_recipe_overlay_plans_four_gpu_folds(tmp_path, kaggle_layout):
     recipe = yaml.safe_load((REPO / "configs/hubmap_1st_place.yaml").read_text())
     assert recipe["folds"]["patients"] == [[p] for p in RECIPE_PATIENTS]

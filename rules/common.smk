@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from tilepipe.config import RUNTIME_KEYS
 from tilepipe.io.kaggle import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
 from tilepipe.demo.plan import plan_demo
+from tilepipe.inference.settings import prediction_settings
 from tilepipe.provenance import provenance_path, script_code_hash
 
 IS_DEMO = config["data"]["root"] is None
@@ -42,8 +44,12 @@ EXTERNAL_IDS = [s for s in SPLIT if SPLIT[s] == "external"]
 ALL_IDS = list(SPLIT)
 
 
+# One definition per wildcard for every rule; rules narrow `slide` further
+# where only some ids apply.
 wildcard_constraints:
     slide="[A-Za-z0-9_-]+",
+    stage="stage1|stage2",
+    fold=r"\d+",
 
 
 def section(name):
@@ -97,13 +103,8 @@ def one_of(ids):
     return "|".join(ids) if ids else "(?!)"
 
 
-# Settings that change how fast a job runs, never what it produces: kept out
-# of params so that changing them reruns nothing.
-RUNTIME_KEYS = {"train": ("num_workers", "log_every")}
-
-
 def result_settings(name):
-    """Config section ``name`` without its runtime-only keys (a params value)."""
+    """Config section ``name`` without its runtime-only keys (``tilepipe.config.RUNTIME_KEYS``; a params value)."""
     skip = RUNTIME_KEYS.get(name, ())
     return {k: v for k, v in section(name).items() if k not in skip}
 
@@ -167,25 +168,7 @@ def training_inputs(wildcards):
     return inputs
 
 
-def inference_settings():
-    """What a prediction depends on: inference settings but the submission threshold, and the model's scale."""
-    settings = {k: v for k, v in section("inference").items() if k != "threshold"}
-    settings["tile_size"] = config["tiles"]["size"]
-    settings["input_size"] = config["train"]["input_size"]
-    settings["read_level"] = config["train"]["read_level"]
-    settings["saturation_threshold"] = config["tiles"]["saturation_threshold"]
-    return dict(sorted(settings.items()))
-
-
 # ---------------------------------------------------------------- evaluation
-
-# Keys of the `eval` config section and their defaults (until the schema has them).
-EVAL_DEFAULTS = {"threshold": "fixed"}
-
-
-def eval_setting(key):
-    """An `eval` config value, or its default."""
-    return config.get("eval", {}).get(key, EVAL_DEFAULTS[key])
 
 
 def slide_patient(slide_id):

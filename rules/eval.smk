@@ -11,12 +11,12 @@ rule eval_histogram:
     log:
         "results/logs/eval_histogram/{stage}/{slide}.log",
     wildcard_constraints:
-        stage="stage1|stage2",
         slide=one_of(OOF_IDS),
     conda:
         "../envs/tilepipe.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         code=code("eval_histogram.py"),
     script:
@@ -47,13 +47,11 @@ rule eval_stage:
         provenance=provenance("results/eval/dice_{stage}.csv"),
     log:
         "results/logs/eval_stage/{stage}.log",
-    wildcard_constraints:
-        stage="stage1|stage2",
     conda:
         "../envs/tilepipe.yaml"
     params:
         threshold=config["inference"]["threshold"],
-        mode=eval_setting("threshold"),
+        mode=config["eval"]["threshold"],
         code=code("eval_stage.py"),
     script:
         "../workflow_scripts/eval_stage.py"
@@ -128,8 +126,6 @@ rule plot_training:
         provenance=provenance("results/eval/training_{stage}.png"),
     log:
         "results/logs/plot_training/{stage}.log",
-    wildcard_constraints:
-        stage="stage1|stage2",
     conda:
         "../envs/tilepipe.yaml"
     params:
@@ -152,8 +148,6 @@ rule plot_slide_dice:
         provenance=provenance("results/eval/dice_{stage}.png"),
     log:
         "results/logs/plot_slide_dice/{stage}.log",
-    wildcard_constraints:
-        stage="stage1|stage2",
     conda:
         "../envs/tilepipe.yaml"
     params:
@@ -200,12 +194,11 @@ rule plot_overlay:
     log:
         "results/logs/plot_overlay/{stage}/{slide}.log",
     wildcard_constraints:
-        stage="stage1|stage2",
         slide=one_of(OOF_IDS + TEST_IDS),
     conda:
         "../envs/tilepipe.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
     params:
         threshold=config["inference"]["threshold"],
         code=code("eval_plot_overlay.py"),

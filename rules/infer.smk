@@ -13,17 +13,17 @@ rule predict:
         "results/logs/predict/{stage}/{slide}.log",
     benchmark:
         "results/benchmarks/predict/{stage}/{slide}.tsv"
-    wildcard_constraints:
-        stage="stage1|stage2",
     conda:
         "../envs/tilepipe.yaml"
     threads: 1
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 240 * attempt,
     params:
-        inference=inference_settings(),
+        # What a prediction depends on: not inference.threshold (only the
+        # submission cuts at it), not the runtime-only batch size.
+        inference=prediction_settings(config),
         device=config["train"]["device"],
         amp=config["train"]["amp"],
         code=code("predict.py"),

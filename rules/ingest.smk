@@ -15,8 +15,8 @@ rule ingest:
         "../envs/tilepipe.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         ingest=section("ingest"),
         code=code("ingest.py"),

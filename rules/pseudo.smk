@@ -12,6 +12,9 @@ rule pseudo_labels:
         "results/logs/pseudo_labels/{slide}.log",
     conda:
         "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         threshold=config["pseudo"]["threshold"],
         code=code("pseudo_labels.py"),
@@ -30,6 +33,9 @@ rule pseudo_tile_index:
         "results/logs/pseudo_tile_index/{slide}.log",
     conda:
         "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         tiles=section("tiles"),
         code=code("tile_index.py"),

@@ -15,8 +15,8 @@ rule tile_index:
         "../envs/tilepipe.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         tiles=section("tiles"),
         code=code("tile_index.py"),

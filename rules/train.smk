@@ -12,16 +12,13 @@ rule train_model:
         "results/models/{stage}/fold{fold}/train.log",
     benchmark:
         "results/benchmarks/train/{stage}/fold{fold}.tsv"
-    wildcard_constraints:
-        stage="stage1|stage2",
-        fold=r"\d+",
     conda:
         "../envs/tilepipe.yaml"
     threads: config["train"]["num_workers"] + 1
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=lambda wildcards, attempt: 720 * attempt,
     params:
         settings=lambda wildcards: training_settings(wildcards.stage),
         state=lambda wildcards: f"results/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",

@@ -16,9 +16,17 @@ import yaml
 
 from tilepipe.errors import InputError
 
-__all__ = ["SCHEMA_PATH", "defaults", "resolve"]
+__all__ = ["RUNTIME_KEYS", "SCHEMA_PATH", "defaults", "resolve"]
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+# Settings that change how fast a job runs, never what it produces, by config
+# section. The workflow keeps them out of the rules' params (changing one
+# reruns nothing); the scripts read them from the run's config.
+RUNTIME_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("num_workers", "log_every"),
+    "inference": ("batch_size",),
+}
 
 
 @lru_cache(maxsize=1)

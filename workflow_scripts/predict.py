@@ -8,7 +8,9 @@ import logging
 
 import torch
 
+from tilepipe.config import RUNTIME_KEYS
 from tilepipe.data.folds import read_folds
+from tilepipe.inference.members import models_for_slide
 from tilepipe.inference.predict import predict_slide
 from tilepipe.model import load_checkpoint
 from tilepipe.provenance import record_job
@@ -16,26 +18,16 @@ from tilepipe.provenance import record_job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 torch.set_num_threads(snakemake.threads)
 
-folds = read_folds(snakemake.input.folds).set_index("slide")["fold"]
 slide = snakemake.wildcards.slide
-paths = list(snakemake.input.models)
-if slide in folds.index:
-    paths = [p for p in paths if p.endswith(f"/fold{folds[slide]}/model.pt")]
-    if not paths:
-        raise ValueError(f"train slide {slide} is in no held-out fold: it has no out-of-fold model")
-settings = snakemake.params.inference
+folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()
+paths = models_for_slide(snakemake.input.models, folds, slide, snakemake.input.folds)
+runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
 stats = predict_slide(
     snakemake.input.store,
     snakemake.output[0],
     [load_checkpoint(p) for p in paths],
-    tile_size=settings["tile_size"],
-    input_size=settings["input_size"],
-    read_level=settings["read_level"],
-    tta=settings["tta"],
-    clf_threshold=settings["clf_threshold"],
-    min_tissue=settings["min_tissue"],
-    saturation_threshold=settings["saturation_threshold"],
-    batch_size=settings["batch_size"],
+    **snakemake.params.inference,
+    **runtime,
     device=snakemake.params.device,
     amp=snakemake.params.amp,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tilepipe.config import RUNTIME_KEYS
 from tilepipe.data.folds import read_folds
 from tilepipe.provenance import record_job
 from tilepipe.training.trainer import train_fold
@@ -18,7 +19,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 torch.set_num_threads(max(1, snakemake.threads - snakemake.config["train"]["num_workers"]))
 
 settings = dict(snakemake.params.settings)
-runtime = {k: snakemake.config["train"][k] for k in ("num_workers", "log_every")}
+runtime = {k: snakemake.config["train"][k] for k in RUNTIME_KEYS["train"]}  # not params: speed only
 settings["train"] = {**settings["train"], **runtime}
 pseudo = "pseudo_tiles" in snakemake.input
 train_fold(

@@ -115,6 +115,21 @@ def test_lr_change_reruns_every_training_and_downstream_only(run):
     assert params_changed_rules(run, listed) == {"train_model"}
 
 
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("train", "num_workers"), ("train", "log_every"), ("inference", "batch_size")],
+)
+def test_runtime_only_setting_change_reruns_nothing(run, section, key):
+    """Settings of speed only (tilepipe.config.RUNTIME_KEYS) are no params: changing one schedules nothing."""
+    overlay = copy.deepcopy(TINY)
+    current = overlay.get(section, {}).get(key, yaml.safe_load((REPO / "config.yaml").read_text())[section][key])
+    overlay.setdefault(section, {})[key] = current + 1
+    result = run_snakemake(run, "-n", overlay=overlay)
+    assert nothing_to_do(result), scheduled_jobs(result)
+    listed = run_snakemake(run, "--list-changes", "params", overlay=overlay)
+    assert params_changed_rules(run, listed) == set()
+
+
 def test_list_changes_names_the_submission_after_a_threshold_change(run):
     overlay = {**TINY, "inference": {**TINY["inference"], "threshold": 0.35}}
     listed = run_snakemake(run, "--list-changes", "params", overlay=overlay)

@@ -119,3 +119,26 @@ def test_id_csvs_strip_ids_and_refuse_bad_ones(tmp_path):
         read_id_csv(good, ("id", "mask", "z"), "truth")
     with pytest.raises(InputError, match=r"nope.csv: table does not exist"):
         read_id_csv(tmp_path / "nope.csv", ("id",))
+
+
+def test_slides_named_as_the_portal_names_them_are_found(tmp_path):
+    root = make_root(tmp_path, train=(), test=(), external=(), rle_ids=(), info_rows=[])
+    for name in ("p1.ome.tif", "p2.OME.TIFF", "p3.tif", "p4.svs", "p5.tiff", "notes.txt", ".p6.tif"):
+        (root / "external" / name).write_bytes(b"")
+    data = KaggleDataset(root)
+    assert data.external_ids == ["p1", "p2", "p3", "p4", "p5"]
+    assert data.tiff_path("p2").name == "p2.OME.TIFF"
+    (root / "external" / "p1.svs").write_bytes(b"")
+    with pytest.raises(InputError, match=r"p1.svs: two slide files for slide p1: p1.ome.tif and p1.svs"):
+        _ = KaggleDataset(root).external_ids
+
+
+def test_fold_patients_are_checked_against_the_dataset(tmp_path):
+    data = KaggleDataset(make_root(tmp_path))  # train patients 100 and 101
+    data.validate({"n": 2, "patients": [[100], ["101.0"]]})
+    data.validate({"n": 2, "patients": None})
+    info = r"HuBMAP-20-dataset_information.csv: "
+    with pytest.raises(InputError, match=info + r"folds.patients\[1\] names patient 63921, who has no train slide"):
+        data.validate({"n": 4, "patients": [[100], [63921]]})
+    with pytest.raises(InputError, match=info + r"2 train patient\(s\) cannot make folds.n = 3"):
+        data.validate({"n": 3, "patients": None})

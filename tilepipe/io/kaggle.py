@@ -3,6 +3,8 @@
 ::
 
     train/{id}.tiff, optional train/{id}.json (polygons)
+                                       (slides may also be .tif, .ome.tif, .ome.tiff or .svs,
+                                       as the HuBMAP portal names them)
     train.csv                          id,encoding
     test/{id}.tiff
     sample_submission.csv              id,predicted (ids and order of the output)
@@ -27,7 +29,8 @@ TRAIN_CSV = "train.csv"
 SUBMISSION_CSV = "sample_submission.csv"
 INFO_CSV = "HuBMAP-20-dataset_information.csv"
 SPLITS = ("train", "test", "external")
-TIFF_SUFFIXES = (".tiff", ".tif")
+# Longest first: "x.ome.tif" is slide "x", not "x.ome".
+SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs")
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -42,6 +45,16 @@ def check_id(slide_id: object, source: str | os.PathLike) -> str:
     if not _ID.fullmatch(text):
         raise InputError(source, f"slide id {text!r} is not of the form [A-Za-z0-9_-]+")
     return text
+
+
+def slide_id_of(name: str) -> str | None:
+    """The slide id a file name stands for (the name without a suffix of :data:`SLIDE_SUFFIXES`,
+    matched case-insensitively), or None when it has none of them."""
+    lower = name.lower()
+    for suffix in SLIDE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
 
 
 def patient_key(patient: object) -> str:
@@ -77,7 +90,7 @@ def read_id_csv(path: str | os.PathLike, columns: tuple[str, ...], what: str = "
     key = columns[0]
     table[key] = table[key].str.strip()
     for value in table[key]:
-        check_id(Path(value).stem if key == "image_file" else value, path)
+        check_id(slide_id_of(value) or Path(value).stem if key == "image_file" else value, path)
     repeated = table[key][table[key].duplicated()].tolist()
     if repeated:
         raise InputError(path, f"id {repeated[0]} is listed more than once")
@@ -103,10 +116,13 @@ class KaggleDataset:
             return {}
         found: dict[str, Path] = {}
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith("."):
-                slide_id = check_id(path.stem, path)
+            stem = slide_id_of(path.name)
+            if stem is not None and not path.name.startswith("."):
+                slide_id = check_id(stem, path)
                 if slide_id in found:
-                    raise InputError(path, f"two TIFF files for slide {slide_id}")
+                    raise InputError(
+                        path, f"two slide files for slide {slide_id}: {found[slide_id].name} and {path.name}"
+                    )
                 found[slide_id] = path
         return found
 
@@ -132,7 +148,7 @@ class KaggleDataset:
     def info_table(self) -> pd.DataFrame:
         """The dataset information CSV as strings, indexed by slide id."""
         table = self._read_csv(INFO_CSV, ("image_file", "width_pixels", "height_pixels", "patient_number"))
-        table.index = [Path(f).stem for f in table["image_file"]]
+        table.index = [slide_id_of(f) or Path(f).stem for f in table["image_file"]]
         return table
 
     @cached_property
@@ -196,12 +212,14 @@ class KaggleDataset:
             raise InputError(self.root / INFO_CSV, f"slide {slide_id} has no patient_number")
         return value
 
-    def validate(self) -> None:
+    def validate(self, folds: dict | None = None) -> None:
         """Check the cross-file consistency; raise InputError on the first problem.
 
         Every train.csv id has a train slide; every train and test slide has
         a row in the information CSV; every train slide has a mask source
-        (an RLE row or polygons).
+        (an RLE row or polygons). With ``folds`` (the config's ``folds``
+        section): every patient of ``folds.patients`` has a train slide, and
+        without explicit patients there are at least ``folds.n`` train patients.
         """
         path = self.root / TRAIN_CSV
         for slide_id in self.train_table["id"]:
@@ -215,3 +233,22 @@ class KaggleDataset:
                     self._tiffs["train"][slide_id],
                     f"train slide {slide_id} has no row in {TRAIN_CSV} and no {slide_id}.json",
                 )
+        if folds is not None:
+            self._validate_folds(folds)
+
+    def _validate_folds(self, folds: dict) -> None:
+        info = self.root / INFO_CSV
+        known = {self.patient(slide_id) for slide_id in self.train_ids}
+        if folds.get("patients"):
+            for k, members in enumerate(folds["patients"]):
+                for patient in members:
+                    if patient_key(patient) not in known:
+                        raise InputError(
+                            info,
+                            f"folds.patients[{k}] names patient {patient}, who has no train slide here "
+                            f"(train patients: {', '.join(sorted(known)) or 'none'})",
+                        )
+        elif len(known) < folds["n"]:
+            raise InputError(
+                info, f"{len(known)} train patient(s) cannot make folds.n = {folds['n']} patient-grouped folds"
+            )

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from tilepipe.config import RUNTIME_KEYS
-from tilepipe.io.kaggle import INFO_CSV, SUBMISSION_CSV, TRAIN_CSV, KaggleDataset
+from tilepipe.io.kaggle import (
+    INFO_CSV,
+    SUBMISSION_CSV,
+    TRAIN_CSV,
+    KaggleDataset,
+    patient_key,
+)
 from tilepipe.demo.plan import plan_demo
 from tilepipe.inference.settings import prediction_settings
 from tilepipe.provenance import provenance_path, script_code_hash
@@ -26,7 +32,8 @@ if IS_DEMO:
 else:
     DATA_ROOT = config["data"]["root"]
     DATASET = KaggleDataset(DATA_ROOT)
-    DATASET.validate()
+    # Every cross-file problem, and folds the dataset cannot make, before any job.
+    DATASET.validate(config["folds"])
     SPLIT = {
         slide_id: DATASET.split_of(slide_id)
         for slide_id in [*DATASET.train_ids, *DATASET.test_ids, *DATASET.external_ids]
@@ -183,7 +190,7 @@ def held_out_ids():
     patients = config["folds"]["patients"]
     if not patients:
         return TRAIN_IDS
-    listed = {str(p).strip() for fold in patients for p in fold}
+    listed = {patient_key(p) for fold in patients for p in fold}
     return [s for s in TRAIN_IDS if slide_patient(s) in listed]
 
 

@@ -25,7 +25,6 @@ rule predict:
         # submission cuts at it), not the runtime-only batch size.
         inference=prediction_settings(config),
         device=config["train"]["device"],
-        amp=config["train"]["amp"],
         code=code("predict.py"),
     script:
         "../workflow_scripts/predict.py"

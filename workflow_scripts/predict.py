@@ -29,7 +29,6 @@ stats = predict_slide(
     **snakemake.params.inference,
     **runtime,
     device=snakemake.params.device,
-    amp=snakemake.params.amp,
 )
 print(f"{slide}: models {paths}; {stats}", file=sys.stderr)
 

@@ -1,8 +1,8 @@
 """Helpers of tests/slurm/run_slurm_ci.sh (run with the venv's python, from the repository).
 
-overlay PATH                          write the tiny demo overlay (tests/conftest.py TINY) as YAML
-resource-args PROFILE MEM_MB          print extra snakemake arguments (one per line) that fit the
-                                      profile's per-rule memory requests into a node of MEM_MB;
+overlay PATH                          write the tiny demo overlay (tests/workflow/runner.py TINY) as YAML
+resource-args RULES_DIR MEM_MB        print extra snakemake arguments (one per line) that fit the
+                                      rules' first-attempt memory requests into a node of MEM_MB;
                                       nothing when they fit already
 check WORKDIR OUTPUT LOCAL_WORKDIR NODE
                                       assert that the SLURM run in WORKDIR (snakemake output in
@@ -42,26 +42,30 @@ def overlay(path: str) -> None:
     Path(path).write_text(yaml.safe_dump(TINY, sort_keys=True))
 
 
-def resource_args(profile: str, mem_mb: str) -> None:
-    """Cap the profile's mem_mb requests at the node's memory (only when one does not fit).
+RULE = re.compile(r"^rule (\w+):$", re.M)
+MEM_MB = re.compile(r"^\s+mem_mb=lambda wildcards, attempt: (\d+) \* attempt,$", re.M)
 
-    A --set-resources on the command line replaces the profile's whole list,
-    so the capped list repeats every entry of the profile.
-    """
-    resources = yaml.safe_load(Path(profile).read_text()).get("set-resources", {})
+
+def rule_memory(rules_dir: str) -> dict[str, int]:
+    """The first-attempt mem_mb (MB) each rule in ``rules_dir/*.smk`` declares (as ``N * attempt``)."""
+    memory = {}
+    for smk in sorted(Path(rules_dir).glob("*.smk")):
+        text = smk.read_text()
+        starts = [(m.start(), m.group(1)) for m in RULE.finditer(text)] + [(len(text), "")]
+        for (start, name), (end, _) in zip(starts, starts[1:], strict=False):
+            found = MEM_MB.search(text, start, end)
+            if found:
+                memory[name] = int(found.group(1))
+    return memory
+
+
+def resource_args(rules_dir: str, mem_mb: str) -> None:
+    """Cap the rules' mem_mb requests at the node's memory (only those that do not fit)."""
     node_mem = int(mem_mb)
-
-    def first_attempt(value):
-        return eval(str(value), {"attempt": 1}) if isinstance(value, str) else value
-
-    if all(first_attempt(values.get("mem_mb", 0)) <= node_mem for values in resources.values()):
-        return
-    print("--set-resources")
-    for rule, values in resources.items():
-        for name, value in values.items():
-            if name == "mem_mb" and first_attempt(value) > node_mem:
-                value = node_mem
-            print(f"{rule}:{name}={value}")
+    capped = [f"{rule}:mem_mb={node_mem}" for rule, mem in rule_memory(rules_dir).items() if mem > node_mem]
+    if capped:
+        print("--set-resources")
+        print(*capped, sep="\n")
 
 
 def _scontrol(jobid: str) -> dict[str, str]:

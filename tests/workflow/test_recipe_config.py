@@ -62,3 +62,16 @@ def test_recipe_overlay_plans_four_gpu_folds(tmp_path, kaggle_layout):
         assert f"results/models/stage1/fold{fold}/model.pt" in out
     assert "fold4" not in out
     assert "demo_" not in out, "real data never runs the demo generator"
+
+
+def test_fold_patients_missing_from_the_data_fail_before_any_job(tmp_path, kaggle_layout):
+    """The recipe's patient lists on another Kaggle-layout folder: refused at parse time, naming the file."""
+    recipe = yaml.safe_load((REPO / "configs/hubmap_1st_place.yaml").read_text())
+    recipe["folds"]["patients"] = [[63921], [68250], [65631], [99999]]
+    overlay = tmp_path / "recipe.yaml"
+    overlay.write_text(yaml.safe_dump({**recipe, "data": {"root": str(kaggle_layout)}}))
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"), str(overlay), check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "HuBMAP-20-dataset_information.csv: folds.patients[3] names patient 99999" in out
+    assert "rule ingest" not in out and "Job stats" not in out

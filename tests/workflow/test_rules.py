@@ -163,3 +163,18 @@ def test_runtime_keys_are_not_params(parsed):
     # Every inference setting is a param of predict, runtime-only, or the submission's threshold.
     schema = tilepipe.config.defaults("inference")
     assert set(schema) == (set(schema) & set(predict)) | set(keys["inference"]) | {"threshold"}
+
+
+def test_the_slurm_ci_reads_the_same_memory_requests(parsed):
+    """tests/slurm/slurm_ci.py caps requests to the CI node from the rule files: it must see what Snakemake sees."""
+    sys.path.insert(0, str(REPO / "tests" / "slurm"))
+    try:
+        import slurm_ci
+    finally:
+        sys.path.pop(0)
+    declared = {
+        name: rule["resources"]["1"]["mem_mb"]
+        for name, rule in parsed["rules"].items()
+        if "mem_mb" in rule["resources"]["1"]
+    }
+    assert declared and slurm_ci.rule_memory(REPO / "rules") == declared

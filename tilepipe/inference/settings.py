@@ -15,7 +15,8 @@ def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
     """Return, from a resolved config, the settings that change a prediction, sorted by key.
 
     Geometry (``tile_size``, ``input_size``, ``read_level``), TTA, the
-    classification gate, the tissue skip and its saturation threshold. Not
+    classification gate, the tissue skip and its saturation threshold, and
+    the precision (``amp``: fp16 autocast on CUDA). Not
     ``inference.threshold`` (only the submission cuts at it) and none of the
     settings that change only speed (``inference.batch_size``).
     """
@@ -30,6 +31,7 @@ def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
                 "tta": list(inference["tta"]),
                 "clf_threshold": inference["clf_threshold"],
                 "min_tissue": inference["min_tissue"],
+                "amp": inference["amp"],
             }.items()
         )
     )

@@ -3,14 +3,17 @@
 from tilepipe.model.build import DEFAULT_SETTINGS, build_model, resolve_settings
 from tilepipe.model.checkpoint import checkpoint_settings, load_checkpoint, read_checkpoint, save_checkpoint
 from tilepipe.model.encoders import ENCODERS
+from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, import_first_place
 from tilepipe.model.unet import Unet
 
 __all__ = [
     "DEFAULT_SETTINGS",
     "ENCODERS",
+    "FIRST_PLACE_SETTINGS",
     "Unet",
     "build_model",
     "checkpoint_settings",
+    "import_first_place",
     "load_checkpoint",
     "read_checkpoint",
     "resolve_settings",

@@ -7,7 +7,8 @@ sys.stderr = open(snakemake.log[0], "w")
 import pandas as pd
 
 from tilepipe.atomic import atomic_output
-from tilepipe.evaluation.dice import summarize, write_csv
+from tilepipe.evaluation.dice import write_csv
+from tilepipe.evaluation.summary import summarize
 from tilepipe.provenance import record_job
 
 stages = snakemake.params.stages

@@ -21,11 +21,11 @@ from tilepipe.evaluation.dice import (
     slide_dice,
     slide_histogram,
     submission_dice,
-    summarize,
     threshold_sweep,
     value_histogram,
     write_histogram,
 )
+from tilepipe.evaluation.summary import summarize
 from tilepipe.io import rle
 from tilepipe.stores.probability import foreground_cutoff, read_probability, write_probability
 

@@ -47,7 +47,6 @@ __all__ = [
     "slide_dice",
     "slide_histogram",
     "submission_dice",
-    "summarize",
     "threshold_sweep",
     "value_histogram",
     "write_csv",
@@ -71,7 +70,6 @@ SLIDE_COLUMNS = [
 ]
 SWEEP_COLUMNS = ["cutoff", "threshold", "mean_dice", "global_dice"]
 SUBMISSION_COLUMNS = ["id", "dice", "intersection", "predicted_pixels", "truth_pixels"]
-SUMMARY_COLUMNS = ["stage", "scope", "fold", "slides", "threshold", "mean_dice", "global_dice"]
 HISTOGRAM_COLUMNS = ["value", "pixels", "truth_pixels"]
 
 
@@ -349,64 +347,6 @@ def _read_rles(path: str | os.PathLike) -> dict[str, str]:
     """Return id -> RLE of an ``id,predicted`` CSV, in file order (InputError when unusable)."""
     frame = read_id_csv(path, ("id", "predicted"), "id,predicted CSV")
     return dict(zip(frame["id"], frame["predicted"], strict=False))
-
-
-def summarize(
-    slide_tables: Mapping[str, pd.DataFrame],
-    sweeps: Mapping[str, pd.DataFrame],
-    submission: pd.DataFrame | None = None,
-    submission_stage: str | None = None,
-    submission_threshold: float | None = None,
-) -> pd.DataFrame:
-    """Return the evaluation summary, one row per stage and scope.
-
-    ``slide_tables`` and ``sweeps``: stage -> :func:`slide_dice` and
-    :func:`threshold_sweep` tables. Per stage, scope ``oof`` gives the
-    mean and global Dice at the evaluation threshold over all slides
-    (fold "all") and per fold; ``oof_best_mean`` and ``oof_best_global``
-    the sweep's best threshold for each kind of Dice (ties: nearest the
-    evaluation threshold) with both Dice there. ``submission`` (a
-    :func:`submission_dice` table) adds a ``submission`` row for
-    ``submission_stage`` at ``submission_threshold``. Columns:
-    :data:`SUMMARY_COLUMNS`.
-    """
-    rows = []
-    for stage, table in slide_tables.items():
-        threshold = float(table["threshold"].iloc[0])
-        rows.append(_summary_row(stage, "oof", "all", table, threshold))
-        for fold, fold_table in table.groupby("fold", sort=True):
-            rows.append(_summary_row(stage, "oof", str(fold), fold_table, threshold))
-        sweep = sweeps[stage]
-        for scope, column in (("oof_best_mean", "mean_dice"), ("oof_best_global", "global_dice")):
-            best = sweep.loc[sweep["threshold"] == best_threshold(sweep, column, threshold)].iloc[0]
-            rows.append(
-                {
-                    "stage": stage,
-                    "scope": scope,
-                    "fold": "all",
-                    "slides": len(table),
-                    "threshold": float(best["threshold"]),
-                    "mean_dice": float(best["mean_dice"]),
-                    "global_dice": float(best["global_dice"]),
-                }
-            )
-    if submission is not None:
-        rows.append(_summary_row(submission_stage, "submission", "all", submission, submission_threshold))
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def _summary_row(stage: str, scope: str, fold: str, table: pd.DataFrame, threshold: float) -> dict:
-    """Mean of the table's per-image Dice and the Dice of its pooled pixel counts."""
-    pooled = dice(table["intersection"].sum(), table["predicted_pixels"].sum(), table["truth_pixels"].sum())
-    return {
-        "stage": stage,
-        "scope": scope,
-        "fold": fold,
-        "slides": len(table),
-        "threshold": threshold,
-        "mean_dice": float(table["dice"].mean()),
-        "global_dice": float(pooled),
-    }
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -28,6 +28,7 @@ at inference) is not part of the network here: inference gates with
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -36,6 +37,7 @@ import torch
 from tilepipe.errors import InputError
 from tilepipe.model.build import build_model
 from tilepipe.model.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from tilepipe.model.encoders import ENCODERS
 from tilepipe.model.state_dicts import read_torch_file
 from tilepipe.model.unet import Unet
 
@@ -112,6 +114,8 @@ def reverse_hypercolumn_blocks(weight: torch.Tensor, levels: int = _DECODER_LEVE
 
 def _build_on_meta() -> Unet:
     """The network of FIRST_PLACE_SETTINGS with shapes only (meta tensors): no memory, no random init."""
+    # import the encoder's library first: tensors it creates at import time must not land on the meta device
+    importlib.import_module(ENCODERS[FIRST_PLACE_SETTINGS["encoder"]].library)
     with torch.device("meta"):
         return build_model(FIRST_PLACE_SETTINGS)
 

@@ -211,12 +211,14 @@ def write_provenance(artifact_path: str | os.PathLike, params: Mapping[str, Any]
     return path
 
 
-def record_job(smk: Any, runtime: Iterable[str] = ()) -> Path:
+def record_job(smk: Any, runtime: Iterable[str] = (), device: Mapping[str, Any] | None = None) -> Path:
     """Write the provenance of a Snakemake script job (its ``snakemake`` object) beside its first output.
 
     The rule must declare ``provenance=<first output>.provenance.json`` among
     its outputs and a ``code`` param; ``runtime`` names params that do not
-    change the result (left out of the record). Call it last in the script.
+    change the result (left out of the record). ``device``: the GPU the job
+    ran on (``tilepipe.gpu_slots.GpuClaim.describe()``), recorded when given.
+    Call it last in the script.
     """
     outputs = [str(o) for o in smk.output if str(o) != str(smk.output.provenance)]
     declared = Path(smk.output.provenance)
@@ -231,6 +233,7 @@ def record_job(smk: Any, runtime: Iterable[str] = ()) -> Path:
         wildcards=dict(_named(smk.wildcards)),
         outputs=outputs,
         threads=smk.threads,
+        **({"device": dict(device)} if device is not None else {}),
     )
 
 

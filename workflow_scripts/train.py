@@ -5,6 +5,15 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 import logging
+
+from tilepipe.gpu_slots import claim_gpu
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+# One GPU per running job (--resources gpu=N on a machine with N GPUs), chosen
+# before torch starts CUDA; under SLURM the allocation's GPU is kept. Jobs
+# beyond the GPUs wait for a free one.
+gpu = claim_gpu(".snakemake/gpu_slots", timeout=float("inf"))
+logging.info("GPU: %s", gpu.describe())
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +24,6 @@ from tilepipe.data.folds import read_folds
 from tilepipe.provenance import record_job
 from tilepipe.training.trainer import train_fold
 
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 torch.set_num_threads(max(1, snakemake.threads - snakemake.config["train"]["num_workers"]))
 
 settings = dict(snakemake.params.settings)
@@ -36,4 +44,4 @@ train_fold(
     init_path=snakemake.input.get("init"),
 )
 
-record_job(snakemake, runtime=("state",))
+record_job(snakemake, runtime=("state",), device=gpu.describe())

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.builders import write_slide_store
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.data.tile_index import build_tile_index
 from tilepipe.demo.plan import plan_demo
 from tilepipe.demo.render import render_slide
@@ -135,6 +136,14 @@ def test_loss_falls_and_outputs_are_written(straight):
     assert metrics["lr"].iloc[0] > metrics["lr"].iloc[1] > metrics["lr"].iloc[-1]
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["extra"]["val_dice"] == pytest.approx(metrics["val_dice"].max())
+    assert checkpoint["geometry"] == {
+        "tile_size": 128,
+        "input_size": SETTINGS["train"]["input_size"],
+        "read_level": SETTINGS["train"]["read_level"],
+        "mpp": None,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
 
 
 def test_finished_run_leaves_no_resumable_state(straight):

@@ -102,6 +102,10 @@ def test_every_job_records_its_provenance(tiny_run):
                 assert settings["train"]["epochs"] == TINY["train"]["epochs"]
             assert "num_workers" not in settings["train"] and "state" not in record["params"], "runtime only"
             assert {"torch", "albumentations"} <= set(record["packages"])
+        if job.rule in ("train_model", "predict"):
+            assert record["device"] == {"device": None, "source": "none"}, "GPU jobs record their device (none here)"
+        else:
+            assert "device" not in record
         if job.rule == "tile_index":
             assert record["params"]["tiles"] == {**config["tiles"], **TINY["tiles"]}
             assert record["seed"] is None and "torch" not in record["packages"], "a torch-free job"

@@ -46,7 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
-from tilepipe.data.preprocess import normalisation, normalise, resize_image
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalisation, normalise, resize_image
 from tilepipe.data.tissue import tissue_mask
 from tilepipe.errors import InputError
 from tilepipe.inference.ensemble import Ensemble
@@ -74,6 +74,8 @@ def predict_slide(
     device: str | torch.device,
     amp: bool,
     keep: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -96,7 +98,8 @@ def predict_slide(
     tissue fraction of its kept centre (HSV saturation above
     ``saturation_threshold`` on a low pyramid level) exceeds it; 0 skips
     centres without any tissue, None skips nothing. ``amp``: float16
-    autocast on CUDA (no effect on the CPU).
+    autocast on CUDA (no effect on the CPU). ``mean`` and ``std``: the
+    models' input normalisation (a checkpoint's geometry stores it).
 
     Returns stats: ``windows`` (total), ``skipped_background``,
     ``skipped_classifier``, ``segmented`` (window counts) and ``seconds``.
@@ -110,7 +113,7 @@ def predict_slide(
         raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
     ensemble = Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
     tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
-    reader = _WindowReader(store, grid, level, input_size)
+    reader = _WindowReader(store, grid, level, input_size, mean, std)
     settings = {
         "source": os.fspath(store_path),
         "tile_size": grid.tile_size,
@@ -176,14 +179,22 @@ def tissue_fractions(
 class _WindowReader:
     """Reads the windows of one centre row as a band of the read level and scales them for the models."""
 
-    def __init__(self, store: SlideStore, grid: CentreGrid, level: int, input_size: int):
+    def __init__(
+        self,
+        store: SlideStore,
+        grid: CentreGrid,
+        level: int,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         self.store = store
         self.grid = grid
         self.level = level
         self.down = 2**level
         self.side = grid.tile_size // self.down
         self.input_size = input_size
-        self.scale, self.offset = normalisation()
+        self.scale, self.offset = normalisation(tuple(mean), tuple(std))
         self.band: np.ndarray | None = None
         self.band_x = 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["prediction_settings"]
+__all__ = ["prediction_settings", "with_geometry"]
 
 
 def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -35,3 +35,25 @@ def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
             }.items()
         )
     )
+
+
+def with_geometry(settings: dict[str, Any], geometry: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """Return ``settings`` (``prediction_settings``) with the models' own input geometry, and what it changed.
+
+    ``geometry`` is the ensemble's checkpoint geometry
+    (:func:`tilepipe.model.checkpoint.ensemble_geometry`) or None (older
+    checkpoints: the config's settings stand). The window side, the
+    network's input side, the read level and the normalisation come from
+    the checkpoints, so models predict what they were trained on. The list
+    names each setting that differs from the config's, as ``key: config ->
+    checkpoint``.
+    """
+    if geometry is None:
+        return dict(settings), []
+    updated = {**settings, "mean": list(geometry["mean"]), "std": list(geometry["std"])}
+    changes = []
+    for key in ("tile_size", "input_size", "read_level"):
+        if settings[key] != geometry[key]:
+            changes.append(f"{key}: {settings[key]!r} -> {geometry[key]!r}")
+        updated[key] = geometry[key]
+    return updated, changes

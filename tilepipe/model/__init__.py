@@ -1,18 +1,29 @@
 """The 1st-place segmentation network: encoders, decoder, heads, the U-Net that wires them, checkpoints."""
 
 from tilepipe.model.build import DEFAULT_SETTINGS, build_model, resolve_settings
-from tilepipe.model.checkpoint import checkpoint_settings, load_checkpoint, read_checkpoint, save_checkpoint
+from tilepipe.model.checkpoint import (
+    GEOMETRY_KEYS,
+    checkpoint_geometry,
+    checkpoint_settings,
+    ensemble_geometry,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tilepipe.model.encoders import ENCODERS
 from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, import_first_place
 from tilepipe.model.unet import Unet
 
 __all__ = [
     "DEFAULT_SETTINGS",
+    "GEOMETRY_KEYS",
     "ENCODERS",
     "FIRST_PLACE_SETTINGS",
     "Unet",
     "build_model",
+    "checkpoint_geometry",
     "checkpoint_settings",
+    "ensemble_geometry",
     "import_first_place",
     "load_checkpoint",
     "read_checkpoint",

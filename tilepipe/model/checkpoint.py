@@ -1,4 +1,13 @@
-"""Self-describing checkpoints: the ``model`` settings, the state dict and free extras, plain types only."""
+"""Self-describing checkpoints: the ``model`` settings, the state dict, the input geometry and free extras.
+
+Plain types only. The geometry is what inference must reproduce to feed the
+network as it was trained (:data:`GEOMETRY_KEYS`): ``tile_size`` (level-0
+pixels of a window), ``input_size`` (the side the network takes),
+``read_level`` (pyramid level or ``"auto"``), ``mpp`` (micrometres per
+pixel of the training slides, None when unknown) and the normalisation
+``mean`` and ``std`` (per RGB channel, of ``v / 255``). Checkpoints written
+before the geometry was stored have none (``geometry`` is None).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ from tilepipe.model.build import build_model, resolve_settings
 from tilepipe.model.state_dicts import load_state_dict_checked, read_torch_file
 
 FORMAT = "tilepipe.model.checkpoint/1"
+GEOMETRY_KEYS = ("tile_size", "input_size", "read_level", "mpp", "mean", "std")
 _PLAIN_LEAVES = (type(None), bool, int, float, str, torch.Tensor)
 
 
@@ -32,27 +42,37 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: nn.Module, settings: dict[str, Any], extra: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    model: nn.Module,
+    settings: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    geometry: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``model``'s state dict with its ``model`` settings (completed with defaults) and ``extra`` to ``path``.
+    """Write ``model``'s state dict with its ``model`` settings (completed with defaults), its ``geometry``
+    (the keys of :data:`GEOMETRY_KEYS`) and ``extra`` to ``path``.
 
     ``extra`` (e.g. epoch, metrics, optimizer state) must hold plain types and
-    tensors only (TypeError otherwise, before anything is written). The file
+    tensors only (TypeError otherwise, before anything is written); a
+    geometry without exactly the geometry keys is a ValueError. The file
     appears atomically.
     """
+    if geometry is not None and set(geometry) != set(GEOMETRY_KEYS):
+        raise ValueError(f"geometry needs exactly the keys {', '.join(GEOMETRY_KEYS)}, got {', '.join(geometry)}")
     payload = {
         "format": FORMAT,
         "settings": resolve_settings(settings),
         "state_dict": model.state_dict(),
         "extra": {} if extra is None else extra,
+        "geometry": None if geometry is None else {key: geometry[key] for key in GEOMETRY_KEYS},
     }
     _check_plain(payload["extra"], "extra")
+    _check_plain(payload["geometry"], "geometry")
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Return the checkpoint at ``path`` as {"settings", "state_dict", "extra"}, tensors on ``map_location``.
+    """Return the checkpoint at ``path`` as {"settings", "state_dict", "extra", "geometry"}, tensors on ``map_location``.
 
     Read with ``weights_only=True``. Raises InputError naming ``path`` if it is
     not a readable tilepipe checkpoint or its settings are invalid.
@@ -66,7 +86,38 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         settings = resolve_settings(payload["settings"])
     except InputError as err:
         raise InputError(path, f"invalid stored settings: {err.problem}") from err
-    return {"settings": settings, "state_dict": payload["state_dict"], "extra": payload.get("extra", {})}
+    return {
+        "settings": settings,
+        "state_dict": payload["state_dict"],
+        "extra": payload.get("extra", {}),
+        "geometry": payload.get("geometry"),
+    }
+
+
+def checkpoint_geometry(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Return the input geometry stored in the checkpoint at ``path`` (:data:`GEOMETRY_KEYS`), or None."""
+    return read_checkpoint(path)["geometry"]
+
+
+def ensemble_geometry(paths: list[str | os.PathLike]) -> dict[str, Any] | None:
+    """Return the geometry every checkpoint of ``paths`` shares, or None when none of them stores one.
+
+    Raises InputError naming two checkpoints that disagree (one with a
+    geometry and one without also disagree): their members would see
+    different inputs.
+    """
+    geometries = [(os.fspath(p), checkpoint_geometry(p)) for p in paths]
+    first_path, first = geometries[0]
+    for path, geometry in geometries[1:]:
+        if geometry != first:
+            differ = [k for k in GEOMETRY_KEYS if (first or {}).get(k) != (geometry or {}).get(k)]
+            raise InputError(
+                path,
+                f"its input geometry differs from {first_path}'s ({', '.join(differ)}: "
+                f"{[(geometry or {}).get(k) for k in differ]} vs {[(first or {}).get(k) for k in differ]}); "
+                "an ensemble's members must be trained at one geometry",
+            )
+    return first
 
 
 def checkpoint_settings(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch
 
 from tilepipe.atomic import atomic_output
 from tilepipe.data.augment import PRESETS, build_augmentations
+from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.data.sampler import background_filtered, sample_epoch, training_tiles, validation_tiles
 from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.errors import InputError
@@ -89,6 +90,28 @@ def fold_inputs(
         raise InputError(None, f"fold {fold} has no validation tiles (check folds and sampling filters)")
     sample_epoch(train, epoch=0, seed=0, fold=fold)  # raises when a class is missing
     return FoldInputs(train, valid, stores, dict(pseudo_labels or {}))
+
+
+def training_geometry(tiles: pd.DataFrame, train: dict) -> dict:
+    """The input geometry a model trained on ``tiles`` with the ``train`` settings expects at inference.
+
+    Returns the keys of :data:`tilepipe.model.checkpoint.GEOMETRY_KEYS`: the
+    tiles' level-0 side, ``train.input_size`` and ``train.read_level``, the
+    pixel size (None: not known to training yet) and the ImageNet
+    normalisation the loader applies. Raises InputError when the tiles have
+    more than one size.
+    """
+    sizes = sorted(set(tiles["size"].astype(int)))
+    if len(sizes) != 1:
+        raise InputError(None, f"training tiles of several sizes {sizes}: a model has one input geometry")
+    return {
+        "tile_size": sizes[0],
+        "input_size": int(train["input_size"]),
+        "read_level": train["read_level"],
+        "mpp": None,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
 
 
 def augmentations(spec: str | list[dict]):
@@ -185,6 +208,7 @@ class FoldTrainer:
             self.optimizer, T_max=max(1, self.train_cfg["epochs"] - 1), eta_min=self.train_cfg["min_lr"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and self.train_cfg["amp"])
+        self.geometry = training_geometry(inputs.train, self.train_cfg)
         self.epoch = 0
         self.best_dice = -math.inf
         self.metrics: list[dict] = []
@@ -355,7 +379,7 @@ class FoldTrainer:
             if row["val_dice"] > self.best_dice or not best_path.exists():
                 self.best_dice = row["val_dice"]
                 extra = {"fold": self.fold, "epoch": epoch, "val_dice": row["val_dice"]}
-                save_checkpoint(best_path, self.model, self.settings["model"], extra=extra)
+                save_checkpoint(best_path, self.model, self.settings["model"], extra=extra, geometry=self.geometry)
             self.save_state(state_path)
         with atomic_output(metrics_path) as tmp:
             pd.DataFrame(self.metrics, columns=METRIC_COLUMNS).to_csv(tmp, index=False)

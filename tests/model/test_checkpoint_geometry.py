@@ -1,0 +1,77 @@
+"""Checkpoints carry the input geometry inference needs; an ensemble's members must agree on it."""
+
+import pytest
+import torch
+
+from tilepipe.config import defaults
+from tilepipe.errors import InputError
+from tilepipe.inference.settings import prediction_settings, with_geometry
+from tilepipe.model import (
+    GEOMETRY_KEYS,
+    build_model,
+    checkpoint_geometry,
+    ensemble_geometry,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tilepipe.model.checkpoint import FORMAT
+
+SMALL = {"encoder": "resnet18", "center_channels": 8, "decoder_channels": 8}
+GEOMETRY = {
+    "tile_size": 1024,
+    "input_size": 320,
+    "read_level": "auto",
+    "mpp": 0.5,
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(SMALL)
+
+
+def test_geometry_is_stored_and_read_back(tmp_path, model):
+    save_checkpoint(tmp_path / "a.pt", model, SMALL, geometry=GEOMETRY)
+    assert checkpoint_geometry(tmp_path / "a.pt") == GEOMETRY
+    assert list(checkpoint_geometry(tmp_path / "a.pt")) == list(GEOMETRY_KEYS)
+    with pytest.raises(ValueError, match="geometry needs exactly the keys"):
+        save_checkpoint(tmp_path / "b.pt", model, SMALL, geometry={"tile_size": 1024})
+    assert not (tmp_path / "b.pt").exists()
+
+
+def test_a_checkpoint_without_geometry_still_loads(tmp_path, model):
+    """Checkpoints written before the geometry was stored: no geometry key at all."""
+    payload = {"format": FORMAT, "settings": SMALL, "state_dict": model.state_dict(), "extra": {}}
+    torch.save(payload, tmp_path / "old.pt")
+    assert checkpoint_geometry(tmp_path / "old.pt") is None
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    assert ensemble_geometry([tmp_path / "old.pt", tmp_path / "old.pt"]) is None
+
+
+def test_an_ensemble_whose_members_disagree_is_refused_naming_both(tmp_path, model):
+    save_checkpoint(tmp_path / "fold0.pt", model, SMALL, geometry=GEOMETRY)
+    save_checkpoint(tmp_path / "fold1.pt", model, SMALL, geometry=GEOMETRY)
+    save_checkpoint(tmp_path / "fold2.pt", model, SMALL, geometry={**GEOMETRY, "input_size": 256})
+    assert ensemble_geometry([tmp_path / "fold0.pt", tmp_path / "fold1.pt"]) == GEOMETRY
+    with pytest.raises(InputError, match=r"fold2.pt: its input geometry differs from .*fold0.pt's \(input_size"):
+        ensemble_geometry([tmp_path / "fold0.pt", tmp_path / "fold1.pt", tmp_path / "fold2.pt"])
+
+
+def test_inference_takes_the_checkpoints_geometry():
+    settings = prediction_settings(defaults())
+    same, changes = with_geometry(settings, None)
+    assert same == settings and changes == []
+    updated, changes = with_geometry(settings, GEOMETRY)
+    assert (updated["tile_size"], updated["input_size"], updated["read_level"]) == (1024, 320, "auto")
+    assert updated["mean"] == [0.5] * 3 and updated["std"] == [0.25] * 3
+    assert changes == [
+        f"tile_size: {settings['tile_size']!r} -> 1024",
+        f"input_size: {settings['input_size']!r} -> 320",
+    ]
+    assert updated["tta"] == settings["tta"], "only the geometry changes"

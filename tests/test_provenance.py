@@ -140,6 +140,9 @@ def test_record_job_writes_the_provenance_beside_the_first_output(tmp_path):
     assert {"python", "numpy", "snakemake"} <= set(record["packages"])
     for word in ("time", "date", "host", "node"):
         assert not any(word in key for key in provenance._flatten(record)), f"nothing run-specific: {word}"
+    assert "device" not in record
+    path = provenance.record_job(job, runtime=("state",), device={"device": "1", "source": "slot"})
+    assert json.loads(path.read_text())["device"] == {"device": "1", "source": "slot"}
 
 
 def test_provenance_is_identical_across_processes(tmp_path):

@@ -168,10 +168,11 @@ def provenance_record(
     outputs: Iterable[str | os.PathLike] = (),
     threads: int | None = None,
     modules: Mapping[str, Any] | None = None,
+    device: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The provenance of ``artifact`` as a plain dict (see the module docstring)."""
+    """The provenance of ``artifact`` as a plain dict (see the module docstring); ``device`` only when given."""
     params = dict(params)
-    return {
+    record = {
         "format": FORMAT,
         "artifact": os.fspath(artifact),
         "outputs": sorted(os.fspath(o) for o in outputs) or [os.fspath(artifact)],
@@ -184,6 +185,9 @@ def provenance_record(
         "packages": package_versions(modules),
         "platform": f"{platform.system()} {platform.machine()}",
     }
+    if device is not None:
+        record["device"] = dict(device)
+    return record
 
 
 def dumps(record: Mapping[str, Any]) -> str:
@@ -233,7 +237,7 @@ def record_job(smk: Any, runtime: Iterable[str] = (), device: Mapping[str, Any] 
         wildcards=dict(_named(smk.wildcards)),
         outputs=outputs,
         threads=smk.threads,
-        **({"device": dict(device)} if device is not None else {}),
+        device=device,
     )
 
 

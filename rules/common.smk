@@ -12,6 +12,7 @@ from tilepipe.io.kaggle import (
 )
 from tilepipe.demo.plan import plan_demo
 from tilepipe.inference.settings import prediction_settings
+from tilepipe.model.pretrained import pretrained_file
 from tilepipe.provenance import provenance_path, script_code_hash
 
 IS_DEMO = config["data"]["root"] is None
@@ -142,6 +143,22 @@ def training_settings(stage):
 
 STAGES = ["stage1", "stage2"] if config["pseudo"]["enabled"] else ["stage1"]
 FINAL_STAGE = STAGES[-1]
+# Stage-1 fold models from a folder (rule import_pretrained) instead of
+# training; every fold's file is found (or refused) before any job.
+PRETRAINED_STAGE1 = config["pretrained"]["stage1"]
+TRAINED_STAGES = [s for s in STAGES if not (s == "stage1" and PRETRAINED_STAGE1)]
+PRETRAINED_FILES = (
+    {str(k): str(pretrained_file(PRETRAINED_STAGE1, k)) for k in fold_ids()}
+    if PRETRAINED_STAGE1
+    else {}
+)
+
+
+def pretrained_model(wildcards):
+    """The file in pretrained.stage1 that becomes stage-1 fold ``wildcards.fold``'s model."""
+    return PRETRAINED_FILES[wildcards.fold]
+
+
 PSEUDO_IDS = TEST_IDS + EXTERNAL_IDS
 
 

@@ -211,7 +211,7 @@ rule eval:
         "results/eval/summary.csv",
         "results/eval/threshold.txt",
         "results/eval/threshold_sweep.png",
-        expand("results/eval/training_{stage}.png", stage=STAGES),
+        expand("results/eval/training_{stage}.png", stage=TRAINED_STAGES),
         expand("results/eval/dice_{stage}.png", stage=STAGES),
         expand(
             "results/eval/overlays/{stage}/{slide}.png",

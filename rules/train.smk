@@ -27,6 +27,31 @@ rule train_model:
         "../workflow_scripts/train.py"
 
 
+if PRETRAINED_STAGE1:
+
+    # Stage-1 fold models taken from pretrained.stage1 instead of trained.
+    ruleorder: import_pretrained > train_model
+
+    rule import_pretrained:
+        input:
+            model=pretrained_model,
+        output:
+            model="results/models/stage1/fold{fold}/model.pt",
+            provenance=provenance("results/models/stage1/fold{fold}/model.pt"),
+        log:
+            "results/logs/import_pretrained/fold{fold}.log",
+        conda:
+            "../envs/tilepipe.yaml"
+        threads: 1
+        resources:
+            mem_mb=lambda wildcards, attempt: 4000 * attempt,
+            runtime=lambda wildcards, attempt: 30 * attempt,
+        params:
+            code=code("import_pretrained.py"),
+        script:
+            "../workflow_scripts/import_pretrained.py"
+
+
 rule train:
     input:
         stage_models(STAGES),

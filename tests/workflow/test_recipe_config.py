@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from tests.workflow.runner import REPO, run_snakemake
+from tests.workflow.runner import REPO, run_snakemake, scheduled_jobs
 
 RECIPE_PATIENTS = [63921, 68250, 65631, 67177]
 
@@ -75,3 +75,31 @@ def test_fold_patients_missing_from_the_data_fail_before_any_job(tmp_path, kaggl
     assert result.returncode != 0
     assert "HuBMAP-20-dataset_information.csv: folds.patients[3] names patient 99999" in out
     assert "rule ingest" not in out and "Job stats" not in out
+
+
+def test_the_published_ensemble_replaces_stage1_training(tmp_path, kaggle_layout):
+    """pretrained.stage1: their four fold files become the stage-1 models; stage 2 and the submission follow."""
+    weights = tmp_path / "first_place"
+    weights.mkdir()
+    for fold in range(4):
+        (weights / f"model_seed0_fold{fold}_bestscore.pth").write_bytes(b"")  # a dry run never opens them
+    recipe = yaml.safe_load((REPO / "configs/hubmap_1st_place.yaml").read_text())
+    overlay = tmp_path / "recipe.yaml"
+    overlay.write_text(
+        yaml.safe_dump({**recipe, "data": {"root": str(kaggle_layout)}, "pretrained": {"stage1": str(weights)}})
+    )
+    result = run_snakemake(tmp_path, "submission", "-n", "--configfile", str(REPO / "config.yaml"), str(overlay))
+    jobs = scheduled_jobs(result)
+    trained = sorted(dict(job.wildcards)["stage"] for job in jobs if job.rule == "train_model")
+    imported = sorted(dict(job.wildcards)["fold"] for job in jobs if job.rule == "import_pretrained")
+    assert trained == ["stage2"] * 4, "no stage-1 training job"
+    assert imported == ["0", "1", "2", "3"]
+    assert any(job.rule == "write_submission" for job in jobs)
+    (weights / "model_seed0_fold3_bestscore.pth").unlink()
+    missing = run_snakemake(
+        tmp_path, "submission", "-n", "--configfile", str(REPO / "config.yaml"), str(overlay), check=False
+    )
+    assert missing.returncode != 0
+    assert (
+        "pretrained.stage1 has no fold3/model.pt or model_seed0_fold3_bestscore.pth" in missing.stdout + missing.stderr
+    )

@@ -192,6 +192,7 @@ def test_checkpoint_reloads_to_the_best_epoch(dataset, straight):
         ({"train": {**SETTINGS["train"], "augmentations": [{"name": "Sharpenn"}]}}, "Sharpenn"),
         ({"train": {**SETTINGS["train"], "augmentations": "heavy"}}, "expected recipe, light, none or a list"),
         ({"sampling": {"min_img_std": 1e9, "min_tissue_ratio": None}}, "no validation tiles"),
+        ({"train": {**SETTINGS["train"], "batch_size": 100_000}}, "fewer than train.batch_size 100000"),
     ],
 )
 def test_bad_settings_fail_before_training(dataset, tmp_path, change, message):

@@ -438,6 +438,15 @@ def train_fold(
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = fold_inputs(tiles, folds, fold, stores, settings["sampling"], pseudo_tiles, pseudo_labels)
+    # Every epoch draws the same number of tiles; fewer than a batch would train nothing (the last
+    # incomplete training batch is dropped).
+    drawn = len(sample_epoch(inputs.train, epoch=0, seed=0, fold=fold))
+    if drawn < settings["train"]["batch_size"]:
+        raise InputError(
+            None,
+            f"fold {fold}'s balanced epoch draws {drawn} tiles, fewer than train.batch_size "
+            f"{settings['train']['batch_size']}: no training step would run (lower the batch size or add slides)",
+        )
     device = select_device(settings["train"]["device"], "train.device")
     log.info(
         "fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid)

@@ -234,14 +234,6 @@ def image(size: tuple[int, int], seed: int = 1) -> torch.Tensor:
 # --- fixtures: one reference, one saved file, one import, shared by the module ---
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference() -> RefUnetSeResNext101:
     return build_reference()

@@ -25,15 +25,6 @@ SMALL = {"encoder": "resnet18", "center_channels": 32, "decoder_channels": 16}
 SWITCHES = ("cbam", "hypercolumns", "deep_supervision", "clf_head")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny inputs gain nothing from threads, and OpenMP threads spinning on a busy machine cost 3-4x the time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 RECIPE_MODEL = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/hubmap_1st_place.yaml").read_text())[
     "model"
 ]

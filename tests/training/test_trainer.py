@@ -82,6 +82,19 @@ def dataset(tmp_path_factory):
     return pd.concat(tiles, ignore_index=True), folds, stores
 
 
+def kill_in_epoch(monkeypatch, killed_epoch: int):
+    """Make training raise KeyboardInterrupt at the start of epoch ``killed_epoch``; return the real train_epoch."""
+    original = train_module.FoldTrainer.train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == killed_epoch:
+            raise KeyboardInterrupt("killed")
+        return original(self, epoch)
+
+    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", train_epoch)
+    return original
+
+
 def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None):
     tiles, folds, stores = dataset
     train_fold(
@@ -152,14 +165,7 @@ def test_finished_run_leaves_no_resumable_state(straight):
 
 
 def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypatch):
-    original = train_module.FoldTrainer.train_epoch
-
-    def killed_in_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, epoch)
-
-    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    original = kill_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "model.pt").exists(), "no declared output after a kill"
@@ -203,14 +209,7 @@ def test_bad_settings_fail_before_training(dataset, tmp_path, change, message):
 
 def test_state_of_other_training_data_is_not_resumed(dataset, tmp_path, monkeypatch):
     tiles, folds, stores = dataset
-    original = train_module.FoldTrainer.train_epoch
-
-    def killed_in_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, epoch)
-
-    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    kill_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, tmp_path)
     state = tmp_path / "state" / "last.pt"
@@ -262,14 +261,7 @@ def test_resume_without_the_best_checkpoint_keeps_the_best_of_what_it_has(datase
         "validate",
         lambda self, epoch: {**validate(self, epoch), "val_dice": dice_of_epoch[epoch]},
     )
-    train_epoch = train_module.FoldTrainer.train_epoch
-
-    def killed_in_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return train_epoch(self, epoch)
-
-    monkeypatch.setattr(train_module.FoldTrainer, "train_epoch", killed_in_epoch_2)
+    train_epoch = kill_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, tmp_path)
     (tmp_path / "state" / "best.pt").unlink()  # epoch 1's checkpoint (Dice 0.9) is gone

@@ -12,6 +12,7 @@ check WORKDIR OUTPUT LOCAL_WORKDIR NODE
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,6 +67,17 @@ def resource_args(rules_dir: str, mem_mb: str) -> None:
     if capped:
         print("--set-resources")
         print(*capped, sep="\n")
+
+
+def _comparable(path: Path):
+    """A file's bytes; for a provenance record, its JSON without ``device`` (the GPU a job ran on differs by run)."""
+    if not path.name.endswith(".provenance.json"):
+        return path.read_bytes()
+    record = json.loads(path.read_text())
+    device = record.pop("device", None)
+    if device is not None:
+        print(f"{path.name}: device {device}", file=sys.stderr)
+    return record
 
 
 def _scontrol(jobid: str) -> dict[str, str]:
@@ -151,7 +163,7 @@ def check(workdir: str, output: str, local_workdir: str, node: str) -> None:
                 continue
             relative = reference_file.relative_to(local_workdir)
             other = workdir / relative
-            if not other.is_file() or other.read_bytes() != reference_file.read_bytes():
+            if not other.is_file() or _comparable(other) != _comparable(reference_file):
                 raise CheckFailed(f"{relative} differs between the SLURM run and the local run")
             compared += 1
     if compared == 0:

@@ -9,11 +9,9 @@ import logging
 from tilepipe.gpu_slots import claim_gpu
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-# One GPU per running job (--resources gpu=N on a machine with N GPUs), chosen
-# before torch starts CUDA; under SLURM the allocation's GPU is kept. Jobs
-# beyond the GPUs wait for a free one.
-gpu = claim_gpu(".snakemake/gpu_slots", timeout=float("inf"))
+gpu = claim_gpu(timeout=float("inf"))  # before torch starts CUDA; wait for a free GPU (tilepipe.gpu_slots)
 logging.info("GPU: %s", gpu.describe())
+
 
 import torch
 
@@ -22,7 +20,7 @@ from tilepipe.data.folds import read_folds
 from tilepipe.inference.members import models_for_slide
 from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import with_geometry
-from tilepipe.model import ensemble_geometry, load_checkpoint
+from tilepipe.model import load_ensemble
 from tilepipe.provenance import record_job
 
 torch.set_num_threads(snakemake.threads)
@@ -31,14 +29,16 @@ slide = snakemake.wildcards.slide
 folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()
 paths = models_for_slide(snakemake.input.models, folds, slide, snakemake.input.folds)
 runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
-# The models' own input geometry (tile size, input size, read level, normalisation); members must agree.
-settings, changes = with_geometry(snakemake.params.inference, ensemble_geometry(paths))
+# Each checkpoint read once; the models' own input geometry (tile size, input size, read level,
+# normalisation) replaces the config's, and members must agree on it.
+models, geometry = load_ensemble(paths)
+settings, changes = with_geometry(snakemake.params.inference, geometry)
 for change in changes:
     logging.warning("the checkpoints' geometry replaces the config's %s", change)
 stats = predict_slide(
     snakemake.input.store,
     snakemake.output[0],
-    [load_checkpoint(p) for p in paths],
+    models,
     **settings,
     **runtime,
     device=snakemake.params.device,

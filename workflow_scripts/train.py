@@ -9,11 +9,9 @@ import logging
 from tilepipe.gpu_slots import claim_gpu
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-# One GPU per running job (--resources gpu=N on a machine with N GPUs), chosen
-# before torch starts CUDA; under SLURM the allocation's GPU is kept. Jobs
-# beyond the GPUs wait for a free one.
-gpu = claim_gpu(".snakemake/gpu_slots", timeout=float("inf"))
+gpu = claim_gpu(timeout=float("inf"))  # before torch starts CUDA; wait for a free GPU (tilepipe.gpu_slots)
 logging.info("GPU: %s", gpu.describe())
+
 from pathlib import Path
 
 import pandas as pd

@@ -12,6 +12,7 @@ from tilepipe.model import (
     checkpoint_geometry,
     ensemble_geometry,
     load_checkpoint,
+    load_ensemble,
     save_checkpoint,
 )
 from tilepipe.model.checkpoint import FORMAT
@@ -75,3 +76,19 @@ def test_inference_takes_the_checkpoints_geometry():
         f"input_size: {settings['input_size']!r} -> 320",
     ]
     assert updated["tta"] == settings["tta"], "only the geometry changes"
+
+
+def test_an_ensemble_loads_each_file_once_with_its_geometry(tmp_path, model, monkeypatch):
+    import tilepipe.model.checkpoint as checkpoint
+
+    for fold in (0, 1):
+        save_checkpoint(tmp_path / f"fold{fold}.pt", model, SMALL, geometry=GEOMETRY)
+    save_checkpoint(tmp_path / "other.pt", model, SMALL, geometry={**GEOMETRY, "tile_size": 512})
+    reads = []
+    read = checkpoint.read_torch_file
+    monkeypatch.setattr(checkpoint, "read_torch_file", lambda path, *a: reads.append(path) or read(path, *a))
+    models, geometry = load_ensemble([tmp_path / "fold0.pt", tmp_path / "fold1.pt"])
+    assert geometry == GEOMETRY and len(models) == 2 and not models[0].training
+    assert reads == [tmp_path / "fold0.pt", tmp_path / "fold1.pt"], "one read per file"
+    with pytest.raises(InputError, match=r"other.pt: its input geometry differs from .*fold0.pt's \(tile_size"):
+        load_ensemble([tmp_path / "fold0.pt", tmp_path / "other.pt"])

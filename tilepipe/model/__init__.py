@@ -7,6 +7,7 @@ from tilepipe.model.checkpoint import (
     checkpoint_settings,
     ensemble_geometry,
     load_checkpoint,
+    load_ensemble,
     read_checkpoint,
     save_checkpoint,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "ensemble_geometry",
     "import_first_place",
     "load_checkpoint",
+    "load_ensemble",
     "read_checkpoint",
     "resolve_settings",
     "save_checkpoint",

@@ -77,7 +77,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Read with ``weights_only=True``. Raises InputError naming ``path`` if it is
     not a readable tilepipe checkpoint or its settings are invalid.
     """
-    payload = read_torch_file(path, map_location)
+    return checkpoint_from_payload(read_torch_file(path, map_location), path)
+
+
+def checkpoint_from_payload(payload: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """Check an object read from the file ``path`` and return it as :func:`read_checkpoint` does."""
     if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
         raise InputError(path, f"not a tilepipe checkpoint (no format tag {FORMAT!r})")
     if not (isinstance(payload.get("settings"), dict) and isinstance(payload.get("state_dict"), dict)):
@@ -106,7 +110,11 @@ def ensemble_geometry(paths: list[str | os.PathLike]) -> dict[str, Any] | None:
     geometry and one without also disagree): their members would see
     different inputs.
     """
-    geometries = [(os.fspath(p), checkpoint_geometry(p)) for p in paths]
+    return _agreed_geometry([(os.fspath(p), checkpoint_geometry(p)) for p in paths])
+
+
+def _agreed_geometry(geometries: list[tuple[str, dict[str, Any] | None]]) -> dict[str, Any] | None:
+    """The geometry all ``(path, geometry)`` pairs share; InputError naming two that disagree."""
     first_path, first = geometries[0]
     for path, geometry in geometries[1:]:
         if geometry != first:
@@ -133,7 +141,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     when the file is not a tilepipe checkpoint or its state dict does not fit
     its settings.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    return _network(read_checkpoint(path, map_location), path, map_location)
+
+
+def load_ensemble(
+    paths: list[str | os.PathLike], map_location: str | torch.device = "cpu"
+) -> tuple[list[nn.Module], dict[str, Any] | None]:
+    """Return the networks saved at ``paths`` (as :func:`load_checkpoint`) and the input geometry they share.
+
+    Each file is read once. Raises InputError naming two checkpoints whose
+    geometries differ (see :func:`ensemble_geometry`).
+    """
+    models, geometries = [], []
+    for path in paths:
+        checkpoint = read_checkpoint(path, map_location)
+        geometries.append((os.fspath(path), checkpoint["geometry"]))
+        geometry = _agreed_geometry(geometries)
+        models.append(_network(checkpoint, path, map_location))
+    return models, geometry
+
+
+def _network(checkpoint: dict[str, Any], path: str | os.PathLike, map_location: str | torch.device) -> nn.Module:
+    """The network of a read checkpoint, rebuilt from its settings, in eval mode on ``map_location``."""
     settings = {**checkpoint["settings"], "encoder_weights": None}
     with torch.random.fork_rng(devices=[]):
         model = build_model(settings)

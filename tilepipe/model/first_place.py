@@ -199,7 +199,11 @@ def import_first_place(path: str | os.PathLike, map_location: str | torch.device
     Raises InputError naming ``path`` (and the offending keys) when the file is
     not such a state dict.
     """
-    loaded = read_torch_file(path, map_location)
+    return first_place_network(read_torch_file(path, map_location), path)
+
+
+def first_place_network(loaded: object, path: str | os.PathLike) -> Unet:
+    """:func:`import_first_place` of an object already read from the file ``path`` (tensors where they are)."""
     if not isinstance(loaded, dict):
         raise InputError(path, f"expected {_WHAT} (a dict of tensors), found {type(loaded).__name__}")
     if loaded.get("format") == CHECKPOINT_FORMAT:

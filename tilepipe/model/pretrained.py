@@ -17,8 +17,8 @@ from typing import Any
 from tilepipe.atomic import atomic_output
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.errors import InputError
-from tilepipe.model.checkpoint import FORMAT, read_checkpoint, save_checkpoint
-from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, import_first_place
+from tilepipe.model.checkpoint import FORMAT, checkpoint_from_payload, save_checkpoint
+from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, first_place_network
 from tilepipe.model.state_dicts import read_torch_file
 
 __all__ = ["FIRST_PLACE_GEOMETRY", "import_pretrained", "pretrained_file"]
@@ -61,11 +61,11 @@ def import_pretrained(source: str | os.PathLike, out_path: str | os.PathLike) ->
     """
     payload = read_torch_file(source)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        read_checkpoint(source)
+        checkpoint_from_payload(payload, source)
         with atomic_output(out_path) as tmp:
             shutil.copyfile(source, tmp)
         return {"source": os.fspath(source), "kind": "tilepipe"}
-    model = import_first_place(source)
+    model = first_place_network(payload, source)
     extra = {"source": os.fspath(source), "imported_from": "1st-place UNET_SERESNEXT101 state dict"}
     save_checkpoint(out_path, model, FIRST_PLACE_SETTINGS, extra=extra, geometry=FIRST_PLACE_GEOMETRY)
     return {"source": os.fspath(source), "kind": "first_place"}

@@ -1,4 +1,12 @@
-"""Atomic outputs: write to a temporary sibling, rename into place on success."""
+"""Atomic outputs: write to a temporary sibling, rename into place on success.
+
+Temporaries are named ``.NAME.tmp-HOST-PID``. They never outlive their job:
+an exception or SIGTERM (what SLURM sends at a time limit; it is turned
+into ``SystemExit(143)`` while an output is open) removes them, and the
+next ``atomic_output`` of the same path removes those a SIGKILL left, i.e.
+those whose process is gone on this host, and those of other hosts (an
+output has one writer at a time: Snakemake's lock on its outputs).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +15,18 @@ import ctypes
 import errno
 import os
 import shutil
+import signal
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+_HOST = socket.gethostname().replace("-", "_") or "host"
+_TMP_INFIX = ".tmp-"
+_open_outputs = 0
 
 
 def _remove(path: Path) -> None:
@@ -74,6 +88,70 @@ def _recover(final: Path, aside: Path, trash: Path) -> None:
             os.rename(aside, final)
 
 
+def temporary_path(final: Path) -> Path:
+    """The temporary sibling this process writes ``final`` to (``.NAME.tmp-HOST-PID``)."""
+    return final.with_name(f".{final.name}{_TMP_INFIX}{_HOST}-{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporaries of ``final`` left by killed processes; return the paths removed.
+
+    A temporary is stale when its process is gone (same host) or it was
+    written on another host; this process's own is left alone.
+    """
+    prefix = f".{final.name}{_TMP_INFIX}"
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for candidate in final.parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        host, _, pid = candidate.name[len(prefix) :].rpartition("-")
+        if not pid.isdigit():
+            continue
+        if host == _HOST and (int(pid) == os.getpid() or _process_alive(int(pid))):
+            continue
+        _remove(candidate)
+        removed.append(candidate)
+    return removed
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While open, SIGTERM raises ``SystemExit(143)`` in the main thread, so temporaries are removed.
+
+    Leaves a handler someone else installed alone, and does nothing outside the main thread.
+    """
+    global _open_outputs
+    installed = False
+    if threading.current_thread() is threading.main_thread():
+        if _open_outputs == 0 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        installed = signal.getsignal(signal.SIGTERM) is _raise_on_sigterm
+        _open_outputs += installed
+    try:
+        yield
+    finally:
+        if installed:
+            _open_outputs -= 1
+            if _open_outputs == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` on success.
@@ -92,22 +170,24 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(final)
     aside = final.with_name(f".{final.name}.old")
     trash = final.with_name(f".{final.name}.trash")
-    _recover(final, aside, trash)
-    _remove(tmp)
-    try:
-        yield tmp
-    except BaseException:
+    with _sigterm_raises():
+        _recover(final, aside, trash)
+        remove_stale_temporaries(final)
         _remove(tmp)
-        raise
-    try:
-        _move_into_place(tmp, final, aside)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _discard(aside, trash)
+        try:
+            yield tmp
+        except BaseException:
+            _remove(tmp)
+            raise
+        try:
+            _move_into_place(tmp, final, aside)
+        except BaseException:
+            _remove(tmp)
+            raise
+        _discard(aside, trash)
 
 
 def _move_into_place(tmp: Path, final: Path, aside: Path) -> None:

@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from tilepipe.config import RUNTIME_KEYS
+from tilepipe.config import RUNTIME_KEYS, check_settings
 from tilepipe.io.kaggle import (
     INFO_CSV,
     SUBMISSION_CSV,
     TRAIN_CSV,
     KaggleDataset,
+    check_folds,
     patient_key,
 )
 from tilepipe.demo.plan import plan_demo
@@ -15,11 +16,19 @@ from tilepipe.inference.settings import prediction_settings
 from tilepipe.model.pretrained import pretrained_file
 from tilepipe.provenance import provenance_path, script_code_hash
 
+# Settings that contradict each other, before any job (the schema checked each alone).
+check_settings(config)
+
 IS_DEMO = config["data"]["root"] is None
 
 if IS_DEMO:
     DATA_ROOT = "results/demo/data"
     DEMO_SLIDES = {s.id: s for s in plan_demo(config["demo"], config["seed"])}
+    check_folds(
+        config["folds"],
+        {patient_key(s.patient) for s in DEMO_SLIDES.values() if s.split == "train"},
+        None,
+    )
     SPLIT = {slide_id: s.split for slide_id, s in DEMO_SLIDES.items()}
     TIFF = {
         slide_id: f"{DATA_ROOT}/{s.split}/{slide_id}.tiff"

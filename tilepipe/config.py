@@ -16,7 +16,7 @@ import yaml
 
 from tilepipe.errors import InputError
 
-__all__ = ["RUNTIME_KEYS", "SCHEMA_PATH", "defaults", "resolve"]
+__all__ = ["RUNTIME_KEYS", "SCHEMA_PATH", "check_settings", "defaults", "resolve"]
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -55,7 +55,8 @@ def resolve(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return ``config`` (not modified) completed with the schema's defaults and validated.
 
     Raises :class:`InputError` naming the offending key path for an unknown
-    key or a wrong type or value.
+    key, a wrong type or value, or keys that contradict each other
+    (:func:`check_settings`).
     """
     resolved = copy.deepcopy(config or {})
     error = jsonschema.exceptions.best_match(_Validator(_schema()).iter_errors(resolved))
@@ -66,7 +67,29 @@ def resolve(config: dict[str, Any] | None = None) -> dict[str, Any]:
             for key in sorted(set(error.instance) - set(error.schema.get("properties", {}))):
                 raise InputError(None, f"{'.'.join([*path, key])}: unknown key (known: {known})")
         raise InputError(None, f"{'.'.join(path) or 'config'}: {error.message}")
+    check_settings(resolved)
     return resolved
+
+
+def check_settings(config: dict[str, Any]) -> None:
+    """Check what the schema cannot: values that contradict each other or the data they will meet.
+
+    ``config`` is complete (validated, defaults filled). Raises
+    :class:`InputError` naming the key, so that the workflow refuses at parse
+    time instead of failing in a job after ingest.
+    """
+    chunk = config["ingest"]["chunk"]
+    if chunk % 2:
+        raise InputError(
+            None, f"ingest.chunk: must be an even number of pixels (each pyramid level halves it), got {chunk}"
+        )
+    tiles = config["tiles"]
+    if tiles["shift"] >= tiles["size"]:
+        raise InputError(
+            None,
+            f"tiles.shift: the shifted grid's offset must be smaller than tiles.size = {tiles['size']} "
+            f"(half of it in the recipe; 0 for no shifted grid), got {tiles['shift']}",
+        )
 
 
 def defaults(section: str | None = None) -> dict[str, Any]:

@@ -99,3 +99,25 @@ def copy_run(source: Path, destination: Path) -> Path:
     training states in results/state (large, and no declared output); return ``destination``."""
     shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("state"))
     return destination
+
+
+def write_kaggle_layout(root: Path, train_patients: list[int]) -> Path:
+    """A folder in the Kaggle layout at ``root``, one train slide per patient and two test slides; returns it.
+
+    The TIFFs are empty: a dry run never opens them.
+    """
+    train = [f"tr{i}" for i in range(len(train_patients))]
+    for split, ids in (("train", train), ("test", ["te0", "te1"])):
+        (root / split).mkdir(parents=True)
+        for slide_id in ids:
+            (root / split / f"{slide_id}.tiff").write_bytes(b"")
+    (root / "train.csv").write_text("id,encoding\n" + "".join(f"{i},1 5\n" for i in train))
+    (root / "sample_submission.csv").write_text("id,predicted\nte1,\nte0,\n")
+    rows = [f"{i}.tiff,100,100,{p}" for i, p in zip(train, train_patients, strict=True)] + [
+        "te0.tiff,100,100,1",
+        "te1.tiff,100,100,2",
+    ]
+    (root / "HuBMAP-20-dataset_information.csv").write_text(
+        "image_file,width_pixels,height_pixels,patient_number\n" + "\n".join(rows) + "\n"
+    )
+    return root

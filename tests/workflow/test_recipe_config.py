@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from tests.workflow.runner import REPO, run_snakemake, scheduled_jobs
+from tests.workflow.runner import REPO, run_snakemake, scheduled_jobs, write_kaggle_layout
 
 RECIPE_PATIENTS = [63921, 68250, 65631, 67177]
 
@@ -11,23 +11,7 @@ RECIPE_PATIENTS = [63921, 68250, 65631, 67177]
 @pytest.fixture
 def kaggle_layout(tmp_path):
     """A folder in the Kaggle layout (empty TIFFs: a dry run never opens them)."""
-    root = tmp_path / "kaggle"
-    patients = RECIPE_PATIENTS + [60000, 60001]
-    train = [f"tr{i}" for i in range(len(patients))]
-    for split, ids in (("train", train), ("test", ["te0", "te1"])):
-        (root / split).mkdir(parents=True)
-        for slide_id in ids:
-            (root / split / f"{slide_id}.tiff").write_bytes(b"")
-    (root / "train.csv").write_text("id,encoding\n" + "".join(f"{i},1 5\n" for i in train))
-    (root / "sample_submission.csv").write_text("id,predicted\nte1,\nte0,\n")
-    rows = [f"{i}.tiff,100,100,{p}" for i, p in zip(train, patients, strict=False)] + [
-        "te0.tiff,100,100,1",
-        "te1.tiff,100,100,2",
-    ]
-    (root / "HuBMAP-20-dataset_information.csv").write_text(
-        "image_file,width_pixels,height_pixels,patient_number\n" + "\n".join(rows) + "\n"
-    )
-    return root
+    return write_kaggle_layout(tmp_path / "kaggle", RECIPE_PATIENTS + [60000, 60001])
 
 
 def test_recipe_overlay_is_faithful_to_the_first_place_code():

@@ -64,6 +64,46 @@ def patient_key(patient: object) -> str:
     return str(patient).strip().removesuffix(".0")
 
 
+def check_regular_file(path: Path) -> Path:
+    """Return ``path`` if it is a file or a link that ends at one; else raise :class:`InputError` naming it.
+
+    Names the problem: a dangling link (and its target), a link loop, a folder.
+    """
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        if not path.is_symlink():
+            raise InputError(path, "file is missing") from None
+        raise InputError(path, f"is a dangling symbolic link (its target {os.readlink(path)} does not exist)") from None
+    except (RuntimeError, OSError) as error:  # a loop: RuntimeError before Python 3.13, OSError(ELOOP) after
+        raise InputError(path, f"cannot be resolved: symbolic link loop ({error})") from None
+    if not target.is_file():
+        raise InputError(path, f"is not a regular file ({target} is a folder or a device)")
+    return path
+
+
+def check_folds(folds: dict, train_patients: set[str], source: str | os.PathLike | None) -> None:
+    """Check the config's ``folds`` section against the train patients (keys as :func:`patient_key` gives).
+
+    Every patient of ``folds.patients`` must have a train slide; without
+    explicit patients there must be at least ``folds.n`` of them. Raises
+    :class:`InputError` naming ``source`` (where the patients were read).
+    """
+    if folds.get("patients"):
+        for k, members in enumerate(folds["patients"]):
+            for patient in members:
+                if patient_key(patient) not in train_patients:
+                    raise InputError(
+                        source,
+                        f"folds.patients[{k}] names patient {patient}, who has no train slide here "
+                        f"(train patients: {', '.join(sorted(train_patients)) or 'none'})",
+                    )
+    elif len(train_patients) < folds["n"]:
+        raise InputError(
+            source, f"{len(train_patients)} train patient(s) cannot make folds.n = {folds['n']} patient-grouped folds"
+        )
+
+
 def read_id_csv(path: str | os.PathLike, columns: tuple[str, ...], what: str = "table") -> pd.DataFrame:
     """Return a CSV keyed by slide ids (train.csv, sample_submission.csv, an ``id,predicted`` truth) as strings.
 
@@ -119,6 +159,7 @@ class KaggleDataset:
             stem = slide_id_of(path.name)
             if stem is not None and not path.name.startswith("."):
                 slide_id = check_id(stem, path)
+                check_regular_file(path)
                 if slide_id in found:
                     raise InputError(
                         path, f"two slide files for slide {slide_id}: {found[slide_id].name} and {path.name}"
@@ -185,7 +226,9 @@ class KaggleDataset:
     def polygons_path(self, slide_id: str) -> Path | None:
         """``train/{id}.json`` if it exists, else None."""
         path = self.root / "train" / f"{slide_id}.json"
-        return path if self.split_of(slide_id) == "train" and path.is_file() else None
+        if self.split_of(slide_id) != "train" or not (path.exists() or path.is_symlink()):
+            return None
+        return check_regular_file(path)
 
     def rle(self, slide_id: str) -> str | None:
         """The slide's ``train.csv`` encoding, or None without a row."""
@@ -228,7 +271,7 @@ class KaggleDataset:
         for slide_id in [*self.train_ids, *self.test_ids]:
             self.expected_shape(slide_id)
         for slide_id in self.train_ids:
-            if self.rle(slide_id) is None and self.polygons_path(slide_id) is None:
+            if self.polygons_path(slide_id) is None and self.rle(slide_id) is None:
                 raise InputError(
                     self._tiffs["train"][slide_id],
                     f"train slide {slide_id} has no row in {TRAIN_CSV} and no {slide_id}.json",
@@ -237,18 +280,4 @@ class KaggleDataset:
             self._validate_folds(folds)
 
     def _validate_folds(self, folds: dict) -> None:
-        info = self.root / INFO_CSV
-        known = {self.patient(slide_id) for slide_id in self.train_ids}
-        if folds.get("patients"):
-            for k, members in enumerate(folds["patients"]):
-                for patient in members:
-                    if patient_key(patient) not in known:
-                        raise InputError(
-                            info,
-                            f"folds.patients[{k}] names patient {patient}, who has no train slide here "
-                            f"(train patients: {', '.join(sorted(known)) or 'none'})",
-                        )
-        elif len(known) < folds["n"]:
-            raise InputError(
-                info, f"{len(known)} train patient(s) cannot make folds.n = {folds['n']} patient-grouped folds"
-            )
+        check_folds(folds, {self.patient(slide_id) for slide_id in self.train_ids}, self.root / INFO_CSV)

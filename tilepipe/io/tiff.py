@@ -8,14 +8,27 @@ read a band depends on it:
   channel plane; nothing else of the file is touched, and no memory map
   (whose pages would count as resident memory) is kept.
 - *segments*: tiles of any compression, or strips that are compressed or
-  scattered. Segments are decoded one row of segments at a time, every
-  segment exactly once, in the caller's thread pool (the codecs release the
-  GIL; the caller sizes it to its job's threads), and the decoded rows are
-  kept until the bands that need them are served.
+  scattered, a row of them decoding to at most ``SEGMENT_BUDGET`` bytes.
+  Segments are decoded one row of segments at a time, every segment
+  exactly once, in the caller's thread pool (the codecs release the GIL;
+  the caller sizes it to its job's threads), and the decoded rows are kept
+  until the bands that need them are served.
+- *streamed strips*: strips that decode to more than ``SEGMENT_BUDGET``
+  (a single-strip slide, say) in a codec that can be decoded in parts:
+  uncompressed (read by offset) or deflate (inflated incrementally by
+  ``zlib.decompressobj``), with or without the horizontal predictor
+  (undone row by row). Each channel plane is read in file order, one band
+  at a time.
 
-Memory holds a band and one row of segments, never the image; only a
-compressed file stored as a single strip (which cannot be decoded in
-parts) costs its whole decoded image.
+Larger strips in any other codec (LZW, JPEG, JPEG 2000, ...) are refused
+before anything is allocated, with an :class:`InputError` that says how to
+re-save the slide tiled: they decode only as a whole (imagecodecs has no
+incremental LZW decoder, and one in Python would take minutes per slide).
+So are rows of tiles over the budget, deflate strips whose tags promise
+more pixels than their data can expand to, and bands over
+``BAND_BUDGET`` (an image too wide, or size tags that lie). Memory thus
+holds a few bands and at most one row of segments of ``SEGMENT_BUDGET``
+bytes, never the image, whatever the layout.
 
 The image is the largest level of any series (so SubIFD pyramids and
 extra reduced pages are skipped). It must be 8-bit with three channels:
@@ -28,17 +41,35 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Generator, Iterator
+import zlib
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import tifffile
 
 from tilepipe.errors import InputError
 
 JPEG_COMPRESSIONS = {6, 7, 33007, 34892}
+DEFLATE_COMPRESSIONS = {8, 32946}  # Adobe deflate and the old deflate code: both zlib streams
+STREAMABLE_COMPRESSIONS = {1, *DEFLATE_COMPRESSIONS}
+SEGMENT_BUDGET = 256 * 2**20
+"""Most bytes one strip, or one row of tiles, may decode to in one go; larger strips are streamed or refused."""
+BAND_BUDGET = 96 * 2**20
+"""Most bytes one ``(3, rows, width)`` band may take; a wider image is refused."""
+DEFLATE_MAX_RATIO = 1032
+"""The most a deflate stream can expand (decoded bytes per stored byte), whatever the encoder."""
+READ_BYTES = 4 * 2**20
+"""Stored bytes of a streamed deflate strip read from the file at a time."""
+INFLATE_BYTES = 16 * 2**20
+"""Decoded bytes a streamed deflate strip is inflated in at a time."""
+RESAVE = (
+    "re-save the slide tiled, e.g. `vips tiffsave in.tif out.tif --tile --tile-width 512 --tile-height 512 "
+    "--compression deflate --bigtiff` or `bfconvert -tilex 512 -tiley 512 -compression zlib in.tif out.tif`"
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +85,14 @@ class SlideTiff:
     """An RGB slide TIFF opened for band reads; use as a context manager.
 
     ``shape`` is the image's ``(height, width)`` in pixels; ``contiguous``
-    tells whether bands are read by offset (see the module docstring).
-    Starts no threads: :meth:`bands` decodes segments in the pool it is
-    given, else in the calling thread. Raises :class:`InputError` naming
-    the file if it is not a readable TIFF, is not 3-channel uint8, or has
-    tiles or strips past its end.
+    tells whether bands are read by offset, ``streamed`` whether strips are
+    decoded in parts (see the module docstring). Starts no threads:
+    :meth:`bands` decodes in the pool it is given, else in the calling
+    thread. Raises :class:`InputError` naming the file, before any pixel is
+    allocated, if it is not a readable TIFF, is not 3-channel uint8, lists
+    fewer tiles or strips than its size needs, has tiles or strips past its
+    end, or has strips or rows of tiles that cannot be decoded within
+    ``SEGMENT_BUDGET`` bytes (the message says how to re-save it).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -72,12 +106,13 @@ class SlideTiff:
         try:
             self.sources = self._find_channels()
             self._check_segments_inside_file()
+            page = self.sources[0].page.keyframe
+            self.shape = (int(page.imagelength), int(page.imagewidth))
+            self.contiguous = all(_is_plain_contiguous(s.page) for s in self.sources)
+            self.streamed = not self.contiguous and self._must_stream()
         except BaseException:
             self.tif.close()
             raise
-        page = self.sources[0].page.keyframe
-        self.shape = (int(page.imagelength), int(page.imagewidth))
-        self.contiguous = all(_is_plain_contiguous(s.page) for s in self.sources)
 
     def __enter__(self) -> SlideTiff:
         return self
@@ -106,24 +141,36 @@ class SlideTiff:
             planes = "3 one-channel pages"
         else:
             planes = "planar RGB" if page.planarconfig == 2 else "contig RGB"
-        reader = "contiguous reads" if self.contiguous else "segment decoding"
+        reader = "contiguous reads" if self.contiguous else "streamed strips" if self.streamed else "segment decoding"
         return f"{segments} {compression}, {planes}, {'bigtiff' if self.tif.is_bigtiff else 'tiff'}; {reader}"
 
     def bands(self, rows: int, pool: Executor | None = None) -> Generator[np.ndarray, None, None]:
         """Yield the image top to bottom as ``(3, rows, width)`` uint8 bands.
 
         The last band has the remaining ``height % rows`` rows (if any).
-        Each band is a new array the caller may keep. Segments are decoded
-        in ``pool`` (the caller's, so that it decides how many threads a job
-        runs), or with None in the calling thread; contiguous reads never
-        use it.
+        Each band is a new array the caller may keep. Segments (and the
+        channel planes of streamed strips) are decoded in ``pool`` (the
+        caller's, so that it decides how many threads a job runs), or with
+        None in the calling thread; contiguous reads never use it. Raises
+        :class:`InputError`, before the first band is allocated, if a band
+        would take more than ``BAND_BUDGET`` bytes.
         """
-        height, _ = self.shape
+        height, width = self.shape
+        band_bytes = 3 * min(rows, height) * width
+        if band_bytes > BAND_BUDGET:
+            raise InputError(
+                self.path,
+                f"a band of {min(rows, height)} rows decodes to {min(rows, height)} x {width} x 3 = "
+                f"{_size(band_bytes)}, more than the {_size(BAND_BUDGET)} a band may take: the image "
+                f"({height} x {width} pixels) is too wide, or its size tags are wrong (smaller chunks give smaller bands)",
+            )
         if self.contiguous:
             for y0 in range(0, height, rows):
                 yield self._read_contiguous(y0, min(y0 + rows, height))
-            return
-        yield from _rebanded(self._segment_rows(pool), rows, height)
+        elif self.streamed:
+            yield from self._streamed_bands(rows, pool)
+        else:
+            yield from _rebanded(self._segment_rows(pool), rows)
 
     def _find_channels(self) -> list[ChannelSource]:
         try:
@@ -163,6 +210,134 @@ class SlideTiff:
                     f"(segment {i} ends at byte {int(ends[i])}, file has {size} bytes)",
                 )
 
+    def _check_segment_count(self) -> None:
+        """Refuse pages that list fewer tiles or strips than the image's size and segment shape need."""
+        height, width = self.shape
+        key = self.sources[0].page.keyframe
+        if key.is_tiled:
+            per_plane = math.ceil(height / key.tilelength) * math.ceil(width / key.tilewidth)
+        else:
+            per_plane = math.ceil(height / min(key.rowsperstrip, height))
+        needed = per_plane * (key.samplesperpixel if key.planarconfig == 2 else 1)
+        for source in self.sources:
+            listed = len(source.page.dataoffsets)
+            if listed < needed:
+                raise InputError(
+                    self.path,
+                    f"the tags describe a {height} x {width} image in {needed} tiles/strips but list only "
+                    f"{listed}: corrupt header, or size tags that are wrong",
+                )
+
+    def _must_stream(self) -> bool:
+        """Return True if the strips are to be streamed, False if rows of segments are decoded whole.
+
+        Raises :class:`InputError` if a row of segments decodes to more than
+        ``SEGMENT_BUDGET`` bytes and cannot be streamed (tiles, a codec other
+        than uncompressed or deflate, a predictor other than horizontal),
+        or if streamed strips hold too little data for their rows.
+        """
+        self._check_segment_count()
+        height, width = self.shape
+        key = self.sources[0].page.keyframe
+        rows = min(key.tilelength if key.is_tiled else key.rowsperstrip, height)
+        nbytes = rows * width * 3
+        if nbytes <= SEGMENT_BUDGET:
+            return False
+        decodes = f"decodes to {rows} x {width} x 3 = {_size(nbytes)}"
+        budget = f"more than the {_size(SEGMENT_BUDGET)} a slide may decode at once"
+        if key.is_tiled:
+            raise InputError(
+                self.path, f"one row of {key.tilelength} x {key.tilewidth} tiles {decodes}, {budget}; {RESAVE}"
+            )
+        where = "one strip" if len(self.sources) == 1 and key.planarconfig == 1 else "one strip per channel"
+        if key.compression not in STREAMABLE_COMPRESSIONS or key.fillorder != 1:
+            codec = _compression_name(key.compression) + (" bit-reversed" if key.fillorder != 1 else "")
+            raise InputError(
+                self.path, f"{decodes} in {where}, {budget}, and {codec} strips decode only as a whole; {RESAVE}"
+            )
+        if key.predictor not in (1, 2):
+            predictor = _predictor_name(key.predictor)
+            raise InputError(
+                self.path,
+                f"{decodes} in {where}, {budget}, and its {predictor} predictor is not supported in strips "
+                f"decoded in parts; {RESAVE}",
+            )
+        self._check_streamed_strips()
+        return True
+
+    def _strip_rows(self) -> list[int]:
+        """Return the rows of each strip of one channel plane, top to bottom."""
+        height, _ = self.shape
+        per_strip = min(self.sources[0].page.keyframe.rowsperstrip, height)
+        return [min(per_strip, height - y0) for y0 in range(0, height, per_strip)]
+
+    def _check_streamed_strips(self) -> None:
+        """Refuse strips whose stored bytes cannot hold the rows their tags promise.
+
+        Uncompressed strips must store every byte of their rows, deflate
+        strips at least ``1 / DEFLATE_MAX_RATIO`` of them; empty strips
+        (offset or byte count 0) read as zeros.
+        """
+        _, width = self.shape
+        key = self.sources[0].page.keyframe
+        rows = self._strip_rows()
+        for source in self.sources:
+            samples = source.samples if key.planarconfig == 1 else 1
+            strip_rows = np.tile(np.asarray(rows, dtype=np.int64), source.samples // samples)
+            needed = strip_rows * width * samples
+            offsets = np.asarray(source.page.dataoffsets[: needed.size], dtype=np.int64)
+            stored = np.asarray(source.page.databytecounts[: needed.size], dtype=np.int64)
+            limit = stored if key.compression == 1 else stored * DEFLATE_MAX_RATIO
+            short = np.flatnonzero((offsets > 0) & (stored > 0) & (needed > limit))
+            if not short.size:
+                continue
+            i = int(short[0])
+            decodes = f"decodes to {strip_rows[i]} x {width} x {samples} = {_size(int(needed[i]))}"
+            if key.compression == 1:
+                raise InputError(self.path, f"truncated: strip {i} {decodes} but stores only {stored[i]} bytes")
+            raise InputError(
+                self.path,
+                f"strip {i} {decodes} from {_size(int(stored[i]))} of deflate data, more than deflate can expand "
+                f"({DEFLATE_MAX_RATIO} times at most): its size tags are wrong or the strip is truncated",
+            )
+
+    def _streamed_bands(self, rows: int, pool: Executor | None) -> Iterator[np.ndarray]:
+        """Yield ``(3, rows, width)`` uint8 bands read plane by plane from streamed strips."""
+        height, width = self.shape
+        key = self.sources[0].page.keyframe
+        strip_rows = self._strip_rows()
+        planes = []
+        for source in self.sources:
+            samples = source.samples if key.planarconfig == 1 else 1
+            for plane in range(source.samples // samples):
+                first = plane * len(strip_rows)
+                planes.append(
+                    _StripReader(
+                        self,
+                        source.page,
+                        range(first, first + len(strip_rows)),
+                        [n * width * samples for n in strip_rows],
+                        source.first_channel + plane,
+                        samples,
+                    )
+                )
+        for y0 in range(0, height, rows):
+            band = np.empty((3, min(rows, height - y0), width), dtype=np.uint8)
+            fill = functools.partial(_fill_band, band, key.predictor == 2)
+            for _ in map(fill, planes) if pool is None or len(planes) == 1 else pool.map(fill, planes):
+                pass
+            yield band
+
+    def _read_at(self, offset: int, size: int) -> bytes:
+        """Return the ``size`` bytes of the file at ``offset``."""
+        fh = self.tif.filehandle
+        with fh.lock:
+            fh.seek(offset)
+            data = fh.read(size)
+        if len(data) != size:
+            raise InputError(self.path, f"truncated: read {len(data)} of {size} bytes at offset {offset}")
+        return data
+
     def _read_contiguous(self, y0: int, y1: int) -> np.ndarray:
         _, width = self.shape
         band = np.empty((3, y1 - y0, width), dtype=np.uint8)
@@ -180,7 +355,7 @@ class SlideTiff:
                 self._read_exact(fh, start + s * plane_bytes + y0 * width, band[source.first_channel + s])
         return band
 
-    def _read_exact(self, fh: tifffile.FileHandle, offset: int, out: np.ndarray) -> None:
+    def _read_exact(self, fh: tifffile.FileHandle, offset: int, out: np.ndarray | memoryview) -> None:
         with fh.lock:
             fh.seek(offset)
             got = fh.readinto(memoryview(out).cast("B"))
@@ -211,6 +386,7 @@ class SlideTiff:
             for _ in map(decode, jobs) if pool is None else pool.map(decode, jobs):
                 pass
             yield y0, out
+            del out, jobs, decode  # before the next row is allocated
 
     def _read_segments(self, page, indices: list[int]) -> list[tuple[bytes | None, int]]:
         """Return ``(encoded bytes or None, index)`` of the page's segments ``indices``.
@@ -250,6 +426,128 @@ class SlideTiff:
         out[channels, top : top + h, x : x + w] = pixels.transpose(2, 0, 1)
 
 
+class _StripReader:
+    """The decoded bytes of one channel plane's strips, read in order into the caller's arrays.
+
+    ``indices`` are the plane's strips top to bottom, ``sizes`` their decoded
+    bytes; the plane fills band channel ``channel`` (and the next ones) with
+    ``samples`` samples per pixel (3 for contiguous RGB, else 1).
+    Uncompressed strips are read by offset; deflate strips are inflated
+    incrementally (``zlib.decompressobj`` with a ``max_length``), so memory
+    holds the caller's array plus ``READ_BYTES`` stored and
+    ``INFLATE_BYTES`` decoded bytes, whatever the strip's size.
+    """
+
+    def __init__(
+        self,
+        slide: SlideTiff,
+        page: tifffile.TiffPage | tifffile.TiffFrame,
+        indices: Iterable[int],
+        sizes: Iterable[int],
+        channel: int,
+        samples: int,
+    ):
+        self.slide, self.page = slide, page
+        self.channel, self.samples = channel, samples
+        self._strips = iter(zip(indices, sizes, strict=True))
+        self._deflate = page.keyframe.compression in DEFLATE_COMPRESSIONS
+        self._index = -1
+        self._left = 0  # decoded bytes of the current strip not read yet
+        self._offset = self._stored = 0  # where its next stored bytes start, how many are left
+        self._empty = False
+        self._inflater = zlib.decompressobj()
+        self._tail = b""  # stored bytes read but not inflated yet
+
+    def readinto(self, out: np.ndarray) -> None:
+        """Fill the C-contiguous uint8 array ``out`` with the next decoded bytes, strip after strip."""
+        flat = out.reshape(-1)
+        view = memoryview(flat)
+        pos = 0
+        while pos < flat.size:
+            if not self._left:
+                self._next_strip()
+            n = min(self._left, flat.size - pos)
+            if self._empty:
+                flat[pos : pos + n] = 0
+            elif self._deflate:
+                self._inflate_into(view[pos : pos + n])
+            else:
+                self.slide._read_exact(self.slide.tif.filehandle, self._offset, view[pos : pos + n])
+                self._offset += n
+            self._left -= n
+            pos += n
+
+    def _next_strip(self) -> None:
+        self._index, self._left = next(self._strips)
+        self._offset = int(self.page.dataoffsets[self._index])
+        self._stored = int(self.page.databytecounts[self._index])
+        self._empty = not (self._offset and self._stored)  # an empty (sparse) strip reads as zeros
+        self._inflater = zlib.decompressobj()
+        self._tail = b""
+
+    def _inflate_into(self, out: memoryview) -> None:
+        """Fill ``out`` with the next inflated bytes of the current strip."""
+        got = 0
+        while got < len(out):
+            if not self._tail and self._stored and not self._inflater.eof:
+                size = min(READ_BYTES, self._stored)
+                self._tail = self.slide._read_at(self._offset, size)
+                self._offset += size
+                self._stored -= size
+            try:
+                data = self._inflater.decompress(self._tail, min(len(out) - got, INFLATE_BYTES))
+            except zlib.error as err:
+                raise InputError(
+                    self.slide.path, f"corrupt image data in tile/strip {self._index} ({type(err).__name__}: {err})"
+                ) from err
+            self._tail = self._inflater.unconsumed_tail
+            if not data and not self._tail and (self._inflater.eof or not self._stored):
+                raise InputError(
+                    self.slide.path,
+                    f"corrupt image data in tile/strip {self._index} (its deflate data ends "
+                    f"{self._left - got} decoded bytes short of its rows)",
+                )
+            out[got : got + len(data)] = data
+            got += len(data)
+
+
+def _fill_band(band: np.ndarray, horizontal_predictor: bool, plane: _StripReader) -> None:
+    """Read the next ``band.shape[1]`` rows of ``plane`` into their channels of the ``(3, rows, width)`` band."""
+    if plane.samples == 1:
+        pixels = band[plane.channel]
+        plane.readinto(pixels)
+    else:
+        pixels = np.empty((*band.shape[1:], plane.samples), dtype=np.uint8)
+        plane.readinto(pixels)
+    if horizontal_predictor:  # each row stores differences to the pixel on its left, per sample
+        imagecodecs.delta_decode(pixels, axis=1, out=pixels)
+    if plane.samples != 1:
+        band[plane.channel : plane.channel + plane.samples] = pixels.transpose(2, 0, 1)
+
+
+def _size(nbytes: int) -> str:
+    """Return ``nbytes`` for a message, in binary units: "112 GiB", "1.5 MiB", "52 bytes"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.0f} {unit}" if value >= 10 or value.is_integer() else f"{value:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _compression_name(code: int) -> str:
+    try:
+        return tifffile.COMPRESSION(code).name.lower()
+    except ValueError:
+        return f"compression {code}"
+
+
+def _predictor_name(code: int) -> str:
+    try:
+        return tifffile.PREDICTOR(code).name.lower()
+    except ValueError:
+        return f"{code}"
+
+
 def _geometry(page: tifffile.TiffPage) -> tuple:
     """What must match between pages read as one image's channels."""
     return (
@@ -276,18 +574,31 @@ def _is_plain_contiguous(page) -> bool:
     return bool(np.all(offsets[1:] == offsets[:-1] + counts[:-1]) and counts.sum() == key.nbytes)
 
 
-def _rebanded(rows_iter: Iterator[tuple[int, np.ndarray]], rows: int, height: int) -> Iterator[np.ndarray]:
-    """Regroup ``(y0, block)`` row blocks (in order, any heights) into bands of ``rows`` rows."""
-    pending: list[np.ndarray] = []
+def _rebanded(blocks: Iterator[tuple[int, np.ndarray]], rows: int) -> Iterator[np.ndarray]:
+    """Regroup ``(y0, block)`` row blocks (in order, any heights) into bands of ``rows`` rows.
+
+    A band is a whole block or a new array, never a view of part of one, so
+    that no block outlives the next one's decoding, whatever bands the
+    caller keeps.
+    """
+    pending: list[np.ndarray] = []  # rows not served yet, fewer than ``rows``
     have = 0
-    for _, block in rows_iter:
-        pending.append(block)
-        have += block.shape[1]
-        while have >= rows:
-            joined = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
-            yield joined[:, :rows]
-            rest = joined[:, rows:]
-            pending = [rest] if rest.shape[1] else []
-            have = rest.shape[1]
+    for _, block in blocks:
+        height = block.shape[1]
+        start = 0
+        if have:
+            start = min(rows - have, height)
+            pending.append(block[:, :start])
+            have += start
+            if have == rows:
+                yield np.concatenate(pending, axis=1)
+                pending, have = [], 0
+        while height - start >= rows:
+            yield block if start == 0 and height == rows else block[:, start : start + rows].copy()
+            start += rows
+        if start < height:
+            pending.append(block if start == 0 else block[:, start:].copy())
+            have += height - start
+        del block
     if have:
         yield np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]

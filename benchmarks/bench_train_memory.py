@@ -1,7 +1,8 @@
 """Host memory of one recipe training step on the CPU, per batch size.
 
 The recipe network (se_resnext101_32x4d U-Net with CBAM, hypercolumns,
-deep supervision and the classification head; random weights) takes one
+deep supervision and the classification head; random weights; or the same
+decoder on ``--encoder``) takes one
 Adam step in fp32 on ``--input-size`` px inputs (the recipe's 320) with the
 recipe loss, in a fresh process per batch size; the process reports its
 peak RSS (``VmHWM``). The baseline is the same process after building the
@@ -30,14 +31,14 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import torch
-batch, size = int(sys.argv[1]), int(sys.argv[2])
+batch, size, encoder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.manual_seed(0)
 from tilepipe.model import FIRST_PLACE_SETTINGS, build_model
 from tilepipe.model.losses import SegmentationLoss
 def peak():
     status = Path("/proc/self/status").read_text()
     return 1024 * next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-model = build_model(FIRST_PLACE_SETTINGS).train()
+model = build_model({**FIRST_PLACE_SETTINGS, "encoder": encoder}).train()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
 loss_fn = SegmentationLoss({"bce": 1.0, "lovasz": 1.0, "deep": 0.1, "clf": 1.0})
 built = peak()
@@ -51,10 +52,10 @@ print(json.dumps({"built": built, "peak": peak(), "seconds": time.perf_counter()
 """
 
 
-def measure(batch: int, size: int) -> dict:
+def measure(batch: int, size: int, encoder: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(batch), str(size)], capture_output=True, text=True, cwd=REPO, env=env
+        [sys.executable, "-c", CHILD, str(batch), str(size), encoder], capture_output=True, text=True, cwd=REPO, env=env
     )
     if done.returncode != 0:
         raise SystemExit(f"batch {batch} failed:\n{done.stderr}")
@@ -65,17 +66,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8])  # 1 cannot train: BatchNorm
     parser.add_argument("--input-size", type=int, default=320)
+    parser.add_argument("--encoder", default="se_resnext101_32x4d", help="the recipe network on another encoder")
     args = parser.parse_args()
     rows = []
     for batch in args.batches:
-        result = measure(batch, args.input_size)
+        result = measure(batch, args.input_size, args.encoder)
         rows.append((batch, result))
         print(f"batch {batch}: peak {result['peak'] / 2**20:,.0f} MiB, step {result['seconds']:.1f} s", flush=True)
     batches = np.array([b for b, _ in rows], dtype=float)
     peaks = np.array([r["peak"] / 2**20 for _, r in rows])
     per_sample, base = np.polyfit(batches, peaks, 1)
     load = os.getloadavg()[0]
-    print(f"\n| batch | peak RSS MiB | after build MiB | step s | load avg |  (input {args.input_size} px, fp32, CPU)")
+    print(
+        f"\n| batch | peak RSS MiB | after build MiB | step s | load avg |  (input {args.input_size} px, {args.encoder}, fp32, CPU)"
+    )
     print("|---:|---:|---:|---:|---:|")
     for batch, r in rows:
         print(f"| {batch} | {r['peak'] / 2**20:,.0f} | {r['built'] / 2**20:,.0f} | {r['seconds']:.1f} | {load:.2f} |")

@@ -15,6 +15,7 @@ from tilepipe.demo.plan import plan_demo
 from tilepipe.inference.settings import prediction_settings
 from tilepipe.model.pretrained import pretrained_file
 from tilepipe.provenance import provenance_path, script_code_hash
+from tilepipe.resources import training_memory_mb
 
 # Settings that contradict each other, before any job (the schema checked each alone).
 check_settings(config)
@@ -111,6 +112,18 @@ def slide_stores(ids):
     return expand("results/slides/{slide}.zarr", slide=ids)
 
 
+def store_inputs(name, paths):
+    """Named inputs for the stores (folders) ``paths``: ``name``, the stores, taken
+    ``ancient`` (a folder's mtime says nothing of its content), and
+    ``{name}_content``, their provenance files, whose content digest changes
+    exactly when a store's content does; so a store rewritten with the same
+    content reruns nothing."""
+    return {
+        name: [ancient(p) for p in paths],
+        f"{name}_content": [provenance(p) for p in paths],
+    }
+
+
 def tile_indices(ids):
     return expand("results/tiles/{slide}.parquet", slide=ids)
 
@@ -163,6 +176,11 @@ PRETRAINED_FILES = (
 )
 
 
+# Host memory of a training job (first attempt): measured per encoder, batch,
+# input size, device and DataLoader workers (tilepipe/resources.py).
+TRAIN_MEM_MB = training_memory_mb(config["model"], config["train"])
+
+
 def pretrained_model(wildcards):
     """The file in pretrained.stage1 that becomes stage-1 fold ``wildcards.fold``'s model."""
     return PRETRAINED_FILES[wildcards.fold]
@@ -186,15 +204,17 @@ def training_inputs(wildcards):
     inputs = {
         "folds": "results/folds.csv",
         "tiles": tile_indices(TRAIN_IDS),
-        "stores": slide_stores(TRAIN_IDS),
+        **store_inputs("stores", slide_stores(TRAIN_IDS)),
     }
     if wildcards.stage == "stage2":
         inputs["pseudo_tiles"] = expand(
             "results/tiles/pseudo/{slide}.parquet", slide=PSEUDO_IDS
         )
-        inputs["pseudo_stores"] = slide_stores(PSEUDO_IDS)
-        inputs["pseudo_labels"] = expand(
-            "results/pseudo/{slide}.zarr", slide=PSEUDO_IDS
+        inputs.update(store_inputs("pseudo_stores", slide_stores(PSEUDO_IDS)))
+        inputs.update(
+            store_inputs(
+                "pseudo_labels", expand("results/pseudo/{slide}.zarr", slide=PSEUDO_IDS)
+            )
         )
         if config["pseudo"]["init"] == "stage1":
             inputs["init"] = f"results/models/stage1/fold{wildcards.fold}/model.pt"
@@ -225,9 +245,13 @@ OOF_IDS = held_out_ids()
 
 def overlay_inputs(wildcards):
     """The slide store and prediction of an overlay, and the truth CSV for a demo test slide."""
+    store = f"results/slides/{wildcards.slide}.zarr"
+    prediction = f"results/predictions/{wildcards.stage}/{wildcards.slide}.zarr"
     inputs = {
-        "store": f"results/slides/{wildcards.slide}.zarr",
-        "prediction": f"results/predictions/{wildcards.stage}/{wildcards.slide}.zarr",
+        "store": ancient(store),
+        "store_content": provenance(store),
+        "prediction": ancient(prediction),
+        "prediction_content": provenance(prediction),
     }
     if IS_DEMO and wildcards.slide in TEST_IDS:
         inputs["truth"] = "results/demo/truth.csv"

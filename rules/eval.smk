@@ -3,8 +3,10 @@
 
 rule eval_histogram:
     input:
-        prediction="results/predictions/{stage}/{slide}.zarr",
-        store="results/slides/{slide}.zarr",
+        prediction=ancient("results/predictions/{stage}/{slide}.zarr"),
+        prediction_content=provenance("results/predictions/{stage}/{slide}.zarr"),
+        store=ancient("results/slides/{slide}.zarr"),
+        store_content=provenance("results/slides/{slide}.zarr"),
     output:
         "results/eval/{stage}/histograms/{slide}.csv",
         provenance=provenance("results/eval/{stage}/histograms/{slide}.csv"),
@@ -61,9 +63,9 @@ if IS_DEMO:
 
     rule eval_submission:
         input:
+            **store_inputs("stores", slide_stores(TEST_IDS)),
             submission="results/submission.csv",
             truth="results/demo/truth.csv",
-            stores=slide_stores(TEST_IDS),
         output:
             report(
                 "results/eval/submission_dice.csv",

@@ -3,7 +3,8 @@
 
 rule predict:
     input:
-        store="results/slides/{slide}.zarr",
+        store=ancient("results/slides/{slide}.zarr"),
+        store_content=provenance("results/slides/{slide}.zarr"),
         models=lambda wildcards: stage_models(wildcards.stage),
         folds="results/folds.csv",
     output:

@@ -3,8 +3,10 @@
 
 rule pseudo_labels:
     input:
-        store="results/slides/{slide}.zarr",
-        prediction="results/predictions/stage1/{slide}.zarr",
+        store=ancient("results/slides/{slide}.zarr"),
+        store_content=provenance("results/slides/{slide}.zarr"),
+        prediction=ancient("results/predictions/stage1/{slide}.zarr"),
+        prediction_content=provenance("results/predictions/stage1/{slide}.zarr"),
     output:
         directory("results/pseudo/{slide}.zarr"),
         provenance=provenance("results/pseudo/{slide}.zarr"),
@@ -24,8 +26,10 @@ rule pseudo_labels:
 
 rule pseudo_tile_index:
     input:
-        store="results/slides/{slide}.zarr",
-        labels="results/pseudo/{slide}.zarr",
+        store=ancient("results/slides/{slide}.zarr"),
+        store_content=provenance("results/slides/{slide}.zarr"),
+        labels=ancient("results/pseudo/{slide}.zarr"),
+        labels_content=provenance("results/pseudo/{slide}.zarr"),
     output:
         "results/tiles/pseudo/{slide}.parquet",
         provenance=provenance("results/tiles/pseudo/{slide}.parquet"),

@@ -3,8 +3,8 @@
 
 rule write_submission:
     input:
+        **store_inputs("predictions", predictions(FINAL_STAGE, TEST_IDS)),
         sample=data_file(SUBMISSION_CSV),
-        predictions=predictions(FINAL_STAGE, TEST_IDS),
     output:
         "results/submission.csv",
         provenance=provenance("results/submission.csv"),

@@ -3,7 +3,8 @@
 
 rule tile_index:
     input:
-        "results/slides/{slide}.zarr",
+        ancient("results/slides/{slide}.zarr"),
+        store_content=provenance("results/slides/{slide}.zarr"),
     output:
         "results/tiles/{slide}.parquet",
         provenance=provenance("results/tiles/{slide}.parquet"),

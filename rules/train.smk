@@ -17,7 +17,7 @@ rule train_model:
     threads: config["train"]["num_workers"] + 1
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: TRAIN_MEM_MB * attempt,
         runtime=lambda wildcards, attempt: 720 * attempt,
     params:
         settings=lambda wildcards: training_settings(wildcards.stage),

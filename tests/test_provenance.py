@@ -1,5 +1,6 @@
 """Code hashes follow the tilepipe import graph and change only with content."""
 
+import hashlib
 import json
 import os
 import re
@@ -101,7 +102,7 @@ def _job(tmp_path, lr=0.001):
     """A stand-in for a script's `snakemake` object (Snakemake's own containers)."""
     from types import SimpleNamespace
 
-    from snakemake.iocontainers import OutputFiles, Params, Wildcards
+    from snakemake.iocontainers import InputFiles, OutputFiles, Params, Wildcards
 
     model = tmp_path / "results/models/stage1/fold0/model.pt"
     model.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,7 @@ def _job(tmp_path, lr=0.001):
         ),
         params=Params(fromdict={"settings": settings, "state": "results/state/x/last.pt", "code": "0123abcd"}),
         wildcards=Wildcards(fromdict={"stage": "stage1", "fold": "0"}),
+        input=InputFiles(fromdict={"folds": str(tmp_path / "folds.csv")}),
     )
 
 
@@ -141,6 +143,7 @@ def test_record_job_writes_the_provenance_beside_the_first_output(tmp_path):
     for word in ("time", "date", "host", "node"):
         assert not any(word in key for key in provenance._flatten(record)), f"nothing run-specific: {word}"
     assert "device" not in record
+    assert "content" not in record and "checkpoints" not in record, "no store output, no checkpoint input"
     path = provenance.record_job(job, runtime=("state",), device={"device": "1", "source": "slot"})
     assert json.loads(path.read_text())["device"] == {"device": "1", "source": "slot"}
 
@@ -209,3 +212,37 @@ def test_compare_runs_names_the_artifact_and_the_setting(tmp_path, capsys):
     assert lines == ["results/models/stage1/fold0/model.pt: params.settings.train.lr: 0.001 != 0.002"]
     assert provenance.main([str(r) for r in runs]) == 1
     assert "params.settings.train.lr" in capsys.readouterr().out
+
+
+def test_content_digest_follows_bytes_not_mtimes_or_write_order(tmp_path):
+    def store(path, files):
+        path.mkdir(parents=True)
+        for name, data in files:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_bytes(data)
+        return provenance.content_digest(path)
+
+    files = [("zarr.json", b"{}"), ("0/c/0/0", b"abc"), ("0/c/0/1", b"def")]
+    first = store(tmp_path / "a.zarr", files)
+    assert first.startswith("sha256:")
+    assert store(tmp_path / "b.zarr", files[::-1]) == first, "same files written in another order, later"
+    assert store(tmp_path / "c.zarr", [*files[:2], ("0/c/0/1", b"deg")]) != first, "one byte"
+    assert store(tmp_path / "d.zarr", [*files[:2], ("0/c/1/0", b"def")]) != first, "a chunk moved"
+    assert store(tmp_path / "e.zarr", files[:2]) != first, "a chunk missing"
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    assert provenance.content_digest(tmp_path / "w.pt") == "sha256:" + hashlib.sha256(b"weights").hexdigest()
+
+
+def test_record_job_records_store_content_and_input_checkpoints(tmp_path):
+    from snakemake.iocontainers import InputFiles, OutputFiles
+
+    job = _job(tmp_path)
+    store = tmp_path / "results/predictions/stage1/s.zarr"
+    store.mkdir(parents=True)
+    (store / "zarr.json").write_text("{}")
+    init = tmp_path / "results/models/stage1/fold0/model.pt"
+    job.output = OutputFiles(fromdict={"store": str(store), "provenance": f"{store}.provenance.json"})
+    job.input = InputFiles(fromdict={"models": [str(init)], "folds": str(tmp_path / "folds.csv")})
+    record = json.loads(provenance.record_job(job, runtime=("state",)).read_text())
+    assert record["content"] == {str(store): provenance.content_digest(store)}
+    assert record["checkpoints"] == {str(init): "sha256:" + hashlib.sha256(b"weights").hexdigest()}

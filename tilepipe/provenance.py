@@ -35,6 +35,7 @@ PACKAGE = "tilepipe"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 SUFFIX = ".provenance.json"
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 FORMAT = "tilepipe.provenance/1"
 
 # Distributions whose version can change a result, by import name; each is
@@ -169,8 +170,13 @@ def provenance_record(
     threads: int | None = None,
     modules: Mapping[str, Any] | None = None,
     device: Mapping[str, Any] | None = None,
+    checkpoints: Iterable[str | os.PathLike] = (),
 ) -> dict[str, Any]:
-    """The provenance of ``artifact`` as a plain dict (see the module docstring); ``device`` only when given."""
+    """The provenance of ``artifact`` as a plain dict (see the module docstring); ``device`` only when given.
+
+    Directory outputs get their :func:`content_digest` under ``content``,
+    the ``checkpoints`` (input files) theirs under ``checkpoints``.
+    """
     params = dict(params)
     record = {
         "format": FORMAT,
@@ -187,7 +193,31 @@ def provenance_record(
     }
     if device is not None:
         record["device"] = dict(device)
+    stores = [o for o in record["outputs"] if os.path.isdir(o)]
+    if stores:
+        record["content"] = {o: content_digest(o) for o in stores}
+    checkpoints = sorted(os.fspath(c) for c in checkpoints)
+    if checkpoints:
+        record["checkpoints"] = {c: content_digest(c) for c in checkpoints}
     return record
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """``"sha256:<hex>"`` of a file's bytes, or of a folder's files (relative paths, sizes and bytes, sorted).
+
+    Equal for two folders exactly when they hold the same files with the same
+    bytes; independent of mtimes and of the order files were written in.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        with open(path, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with open(file, "rb") as f:
+            file_hash = hashlib.file_digest(f, "sha256").hexdigest()
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0{file_hash}\n".encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def dumps(record: Mapping[str, Any]) -> str:
@@ -229,6 +259,9 @@ def record_job(smk: Any, runtime: Iterable[str] = (), device: Mapping[str, Any] 
     if declared != provenance_path(outputs[0]):
         raise ValueError(f"rule {smk.rule}: provenance output {declared} is not {provenance_path(outputs[0])}")
     params = {name: value for name, value in _named(smk.params) if name not in {"code", *runtime}}
+    inputs = _plain(list(getattr(smk, "input", ())))
+    inputs = [f for item in inputs for f in (item if isinstance(item, list) else [item])]
+    checkpoints = [f for f in inputs if f.endswith(CHECKPOINT_SUFFIXES)]
     return write_provenance(
         outputs[0],
         params,
@@ -238,6 +271,7 @@ def record_job(smk: Any, runtime: Iterable[str] = (), device: Mapping[str, Any] 
         outputs=outputs,
         threads=smk.threads,
         device=device,
+        checkpoints=checkpoints,
     )
 
 

@@ -216,7 +216,7 @@ mkdir -p "$LOCAL" "$CLUSTER"
 for dir in "$LOCAL" "$CLUSTER"; do "$PYTHON" "$HELPER" overlay "$dir/overlay.yaml"; done
 
 # Requests larger than this node (only on small machines): cap them.
-mapfile -t EXTRA < <("$PYTHON" "$HELPER" resource-args "$REPO/rules" "$MEM_MB")
+mapfile -t EXTRA < <("$PYTHON" "$HELPER" resource-args "$MEM_MB" "$REPO/config.yaml" "$LOCAL/overlay.yaml")
 ((${#EXTRA[@]})) && say "node too small for the profile; capped with: ${EXTRA[*]}"
 
 declare -A RUN_START=() RUN_SECONDS=()

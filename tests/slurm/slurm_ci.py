@@ -1,9 +1,10 @@
 """Helpers of tests/slurm/run_slurm_ci.sh (run with the venv's python, from the repository).
 
 overlay PATH                          write the tiny demo overlay (tests/workflow/runner.py TINY) as YAML
-resource-args RULES_DIR MEM_MB        print extra snakemake arguments (one per line) that fit the
-                                      rules' first-attempt memory requests into a node of MEM_MB;
-                                      nothing when they fit already
+resource-args MEM_MB CONFIGFILE...   print extra snakemake arguments (one per line) that fit the
+                                      rules' first-attempt memory requests (as Snakemake parses
+                                      them with CONFIGFILE...) into a node of MEM_MB; nothing when
+                                      they fit already
 check WORKDIR OUTPUT LOCAL_WORKDIR NODE
                                       assert that the SLURM run in WORKDIR (snakemake output in
                                       OUTPUT) ran its jobs as SLURM jobs on NODE, and that its
@@ -16,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -43,27 +45,22 @@ def overlay(path: str) -> None:
     Path(path).write_text(yaml.safe_dump(TINY, sort_keys=True))
 
 
-RULE = re.compile(r"^rule (\w+):$", re.M)
-MEM_MB = re.compile(r"^\s+mem_mb=lambda wildcards, attempt: (\d+) \* attempt,$", re.M)
+def rule_memory(*configfiles: str) -> dict[str, int]:
+    """The first-attempt mem_mb (MB) of each rule that declares one, as Snakemake parses the workflow with ``configfiles``."""
+    sys.path.insert(0, str(REPO))
+    from tests.workflow.runner import parse_workflow
+
+    with tempfile.TemporaryDirectory() as workdir:
+        rules = parse_workflow(Path(workdir), *configfiles)["rules"]
+    return {
+        name: rule["resources"]["1"]["mem_mb"] for name, rule in rules.items() if "mem_mb" in rule["resources"]["1"]
+    }
 
 
-def rule_memory(rules_dir: str) -> dict[str, int]:
-    """The first-attempt mem_mb (MB) each rule in ``rules_dir/*.smk`` declares (as ``N * attempt``)."""
-    memory = {}
-    for smk in sorted(Path(rules_dir).glob("*.smk")):
-        text = smk.read_text()
-        starts = [(m.start(), m.group(1)) for m in RULE.finditer(text)] + [(len(text), "")]
-        for (start, name), (end, _) in zip(starts, starts[1:], strict=False):
-            found = MEM_MB.search(text, start, end)
-            if found:
-                memory[name] = int(found.group(1))
-    return memory
-
-
-def resource_args(rules_dir: str, mem_mb: str) -> None:
+def resource_args(mem_mb: str, *configfiles: str) -> None:
     """Cap the rules' mem_mb requests at the node's memory (only those that do not fit)."""
     node_mem = int(mem_mb)
-    capped = [f"{rule}:mem_mb={node_mem}" for rule, mem in rule_memory(rules_dir).items() if mem > node_mem]
+    capped = [f"{rule}:mem_mb={node_mem}" for rule, mem in rule_memory(*configfiles).items() if mem > node_mem]
     if capped:
         print("--set-resources")
         print(*capped, sep="\n")
@@ -188,8 +185,15 @@ def check(workdir: str, output: str, local_workdir: str, node: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # Each command with its number of arguments (at least that many for resource-args).
     commands = {"overlay": (overlay, 1), "resource-args": (resource_args, 2), "check": (check, 4)}
-    if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][1]:
+    at_least = {"resource-args"}
+    if (
+        not argv
+        or argv[0] not in commands
+        or len(argv) - 1 < commands[argv[0]][1]
+        or (argv[0] not in at_least and len(argv) - 1 != commands[argv[0]][1])
+    ):
         print(__doc__, file=sys.stderr)
         return 2
     function, _ = commands[argv[0]]

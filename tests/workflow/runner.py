@@ -4,6 +4,7 @@ Plain functions, imported by the workflow tests, benchmarks/bench_dry_run.py
 and tests/slurm; the pytest fixtures built on them are in tests/workflow/conftest.py.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -121,3 +122,16 @@ def write_kaggle_layout(root: Path, train_patients: list[int]) -> Path:
         "image_file,width_pixels,height_pixels,patient_number\n" + "\n".join(rows) + "\n"
     )
     return root
+
+
+def parse_workflow(workdir: Path, *configfiles: str | Path) -> dict:
+    """What Snakemake parses from this repository's workflow with ``configfiles`` (tests/workflow/parse_rules.py).
+
+    Runs no job (about 3 s); raises AssertionError with Snakemake's output when parsing fails.
+    """
+    out = Path(workdir) / "parsed_rules.json"
+    script = Path(__file__).with_name("parse_rules.py")
+    command = [sys.executable, str(script), str(REPO / "Snakefile"), str(workdir), str(out), *map(str, configfiles)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text())

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.workflow.runner import REPO, TINY, copy_run, nothing_to_do, run_snakemake, scheduled_jobs
-from tilepipe.provenance import SUFFIX
+from tilepipe.provenance import SUFFIX, provenance_path
 
 pytestmark = pytest.mark.slow
 
@@ -249,3 +249,38 @@ def test_touching_an_input_tiff_reruns_nothing(run):
     assert largest.stat().st_size > 1_000_000, "a TIFF above Snakemake's default checksum limit"
     result = _touch_and_dry_run(run, str(largest.relative_to(run)))
     assert nothing_to_do(result), scheduled_jobs(result)
+
+
+def test_a_store_rewritten_with_the_same_content_reruns_nothing(run, tmp_path):
+    """A forced ingest or a restored backup gives the store new mtimes, not new content: nothing downstream reruns."""
+    store = sorted(run.glob("results/slides/*.zarr"))[0]
+    record = provenance_path(store)
+    before = store.stat().st_mtime_ns, record.read_text()
+    run_snakemake(run, str(store.relative_to(run)), "--force", overlay=TINY)
+    assert store.stat().st_mtime_ns > before[0], "the store was written again"
+    assert record.read_text() == before[1], "with the same content digest"
+    result = run_snakemake(run, "-n", overlay=TINY)
+    assert nothing_to_do(result), scheduled_jobs(result)
+
+    backup = tmp_path / "backup.zarr"
+    shutil.copytree(store, backup)
+    shutil.rmtree(store)
+    shutil.copytree(backup, store, copy_function=shutil.copy)  # restored with new mtimes
+    result = run_snakemake(run, "-n", overlay=TINY)
+    assert nothing_to_do(result), scheduled_jobs(result)
+
+
+def test_a_store_with_new_content_reruns_what_reads_it(run):
+    store = sorted(run.glob("results/slides/*.zarr"))[0]
+    record = provenance_path(store)
+    original = record.read_text()
+    changed = json.loads(original)
+    changed["content"][str(store.relative_to(run))] = "sha256:" + "0" * 64
+    record.write_text(json.dumps(changed))
+    try:
+        result = run_snakemake(run, "-n", overlay=TINY)
+    finally:
+        record.write_text(original)
+    rerun = {job.rule for job in scheduled_jobs(result)}
+    assert {"tile_index", "predict", "train_model"} <= rerun
+    assert "ingest" not in rerun

@@ -7,59 +7,13 @@ the tests read as JSON. No job runs (about 3 s, so not marked slow).
 """
 
 import ast
-import json
-import subprocess
 import sys
 
 import pytest
 import yaml
 
 import tilepipe.config
-from tests.workflow.runner import REPO
-
-# Run as `python -c PARSE SNAKEFILE WORKDIR OUT CONFIGFILE...`.
-PARSE = r"""
-import json
-import sys
-from pathlib import Path
-
-from snakemake.api import SnakemakeApi
-from snakemake.iocontainers import Wildcards
-from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
-
-import tilepipe.config
-
-snakefile, workdir, out, *configfiles = sys.argv[1:]
-with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-    workflow = api.workflow(
-        resource_settings=ResourceSettings(cores=2),
-        config_settings=ConfigSettings(configfiles=[Path(c) for c in configfiles]),
-        snakefile=Path(snakefile),
-        workdir=Path(workdir),
-    )._workflow
-    rules = {}
-    for rule in workflow.rules:
-        wildcards = Wildcards(fromdict={name: "stage1" for name in rule.wildcard_names})
-        resources = {}
-        for attempt in (1, 2, 3):
-            expanded = rule.expand_resources(wildcards, {}, attempt)
-            resources[attempt] = {k: expanded[k] for k in ("mem_mb", "runtime", "gpu") if k in expanded.keys()}
-        rules[rule.name] = {
-            "constraints": dict(rule.wildcard_constraints),
-            "local": rule.name in workflow._localrules or rule.norun,
-            "resources": resources,
-            "params": {k: v for k, v in rule.params.items() if not callable(v)},
-        }
-    names = workflow.globals
-    facts = {
-        "global_constraints": dict(workflow.wildcard_constraints),
-        "rules": rules,
-        "globals": sorted(k for k in names if not k.startswith("_")),
-        "runtime_keys_shared": names.get("RUNTIME_KEYS") is getattr(tilepipe.config, "RUNTIME_KEYS", None),
-        "training_settings": names["training_settings"]("stage1"),
-    }
-Path(out).write_text(json.dumps(facts, default=str))
-"""
+from tests.workflow.runner import REPO, parse_workflow
 
 # Overlay of the parsed config: a non-default eval threshold, to see where the rules read it.
 OVERLAY = {"eval": {"threshold": "tuned"}}
@@ -67,17 +21,11 @@ OVERLAY = {"eval": {"threshold": "tuned"}}
 
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory) -> dict:
-    """What the parsed workflow says about its rules (see PARSE)."""
+    """What the parsed workflow says about its rules (tests/workflow/parse_rules.py)."""
     workdir = tmp_path_factory.mktemp("parse")
     overlay = workdir / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(OVERLAY))
-    out = workdir / "facts.json"
-    command = [sys.executable, "-c", PARSE, str(REPO / "Snakefile"), str(workdir), str(out)]
-    result = subprocess.run(
-        [*command, str(REPO / "config.yaml"), str(overlay)], capture_output=True, text=True, cwd=workdir
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(out.read_text())
+    return parse_workflow(workdir, REPO / "config.yaml", overlay)
 
 
 # ------------------------------------------------------- wildcard constraints
@@ -165,8 +113,8 @@ def test_runtime_keys_are_not_params(parsed):
     assert set(schema) == (set(schema) & set(predict)) | set(keys["inference"]) | {"threshold"}
 
 
-def test_the_slurm_ci_reads_the_same_memory_requests(parsed):
-    """tests/slurm/slurm_ci.py caps requests to the CI node from the rule files: it must see what Snakemake sees."""
+def test_the_slurm_ci_caps_exactly_the_requests_above_its_node(parsed, capsys):
+    """tests/slurm/slurm_ci.py fits the rules' requests into the CI node: it must cap what Snakemake would ask."""
     sys.path.insert(0, str(REPO / "tests" / "slurm"))
     try:
         import slurm_ci
@@ -177,4 +125,28 @@ def test_the_slurm_ci_reads_the_same_memory_requests(parsed):
         for name, rule in parsed["rules"].items()
         if "mem_mb" in rule["resources"]["1"]
     }
-    assert declared and slurm_ci.rule_memory(REPO / "rules") == declared
+    node = sorted(declared.values())[len(declared) // 2]
+    slurm_ci.resource_args(str(node), REPO / "config.yaml")
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == "--set-resources"
+    assert sorted(printed[1:]) == sorted(f"{rule}:mem_mb={node}" for rule, mem in declared.items() if mem > node)
+
+
+def test_training_memory_follows_the_configured_encoder_batch_and_device(parsed, tmp_path):
+    """train_model asks for what tilepipe.resources measures for the run's settings (the default: the demo's)."""
+    from tilepipe.resources import training_memory_mb
+
+    config = tilepipe.config.defaults()
+    assert parsed["rules"]["train_model"]["resources"]["1"]["mem_mb"] == training_memory_mb(
+        config["model"], config["train"]
+    )
+    recipe_like = {
+        "model": {"encoder": "se_resnext101_32x4d"},
+        "train": {"batch_size": 12, "input_size": 320, "device": "cpu"},
+    }
+    overlay = tmp_path / "recipe_like.yaml"
+    overlay.write_text(yaml.safe_dump(recipe_like))
+    requests = parse_workflow(tmp_path, REPO / "config.yaml", overlay)["rules"]["train_model"]["resources"]
+    resolved = tilepipe.config.resolve(recipe_like)
+    assert requests["1"]["mem_mb"] == training_memory_mb(resolved["model"], resolved["train"]) > 20_000
+    assert requests["2"]["mem_mb"] == 2 * requests["1"]["mem_mb"], "a retry asks for more"

@@ -1,0 +1,60 @@
+"""A training job's host memory request covers what the benchmark measured, follows batch and device."""
+
+import pytest
+
+from tilepipe.config import defaults
+from tilepipe.resources import training_memory_mb
+
+MIB = 2**20 / 1e6  # MB per MiB
+
+# (encoder, input px, batch) -> peak RSS MiB of one CPU step (benchmarks/bench_train_memory.py, docs/benchmarks.md).
+MEASURED = {
+    ("se_resnext101_32x4d", 320, 2): 4565,
+    ("se_resnext101_32x4d", 320, 4): 7464,
+    ("se_resnext101_32x4d", 320, 6): 10197,
+    ("se_resnext101_32x4d", 160, 2): 3364,
+    ("se_resnext101_32x4d", 160, 4): 3662,
+    ("se_resnext50_32x4d", 320, 2): 4166,
+    ("se_resnext50_32x4d", 320, 4): 6704,
+    ("se_resnext50_32x4d", 160, 4): 3469,
+    ("resnet34", 320, 4): 4460,
+    ("resnet34", 160, 4): 1951,
+    ("resnet18", 320, 4): 4323,
+    ("resnet18", 160, 4): 1889,
+}
+
+
+def request(encoder="se_resnext101_32x4d", size=320, batch=16, device="cpu", workers=0) -> int:
+    train = {**defaults("train"), "input_size": size, "batch_size": batch, "device": device, "num_workers": workers}
+    return training_memory_mb({**defaults("model"), "encoder": encoder}, train)
+
+
+@pytest.mark.parametrize(("encoder", "size", "batch"), sorted(MEASURED))
+def test_the_request_covers_every_measured_peak(encoder, size, batch):
+    assert request(encoder, size, batch) >= MEASURED[encoder, size, batch] * MIB
+
+
+def test_the_recipe_batch_that_was_oom_killed_asks_for_more_than_that_machine():
+    assert request(batch=16) > 24_000, "OOM-killed at 23 GB on a 24 GB machine"
+
+
+def test_cpu_requests_follow_batch_and_input_area():
+    assert request(batch=2) < request(batch=4) < request(batch=16)
+    assert request(size=160, batch=8) < request(size=320, batch=8)
+
+
+def test_cuda_requests_do_not_follow_the_batch():
+    assert request(device="cuda", batch=2) == request(device="cuda:1", batch=16) < request(device="cpu", batch=16)
+
+
+def test_auto_is_sized_for_the_cpu():
+    assert request(device="auto") == request(device="cpu")
+
+
+def test_workers_add_memory_and_unknown_encoders_take_the_largest_figures():
+    assert request(workers=8) > request(workers=0)
+    assert request(encoder="something_new") == request(encoder="se_resnext101_32x4d")
+
+
+def test_the_demo_asks_for_little():
+    assert request(encoder="resnet18", size=64, batch=8) <= 2000

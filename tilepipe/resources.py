@@ -1,0 +1,54 @@
+"""What a training job asks the scheduler for: host memory from measured figures, by encoder, batch and device.
+
+Figures from ``benchmarks/bench_train_memory.py`` (docs/benchmarks.md): the
+peak RSS of one fp32 Adam step of the recipe decoder (CBAM, hypercolumns,
+deep supervision, classification head; 512 centre and 64 decoder channels)
+on the CPU, fitted as ``base + per_sample * batch`` at 160 and 320 px. The
+table keeps the upper envelope of the two fits (the larger base, and the
+larger per-sample cost scaled to 320 px by the input's area), so it bounds
+every measured point; smaller decoders (the demo's) need less.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["TRAIN_STEP_MIB", "training_memory_mb"]
+
+# encoder -> (base MiB, MiB per sample at REFERENCE_SIZE px), measured 2026-12-02.
+TRAIN_STEP_MIB: dict[str, tuple[int, int]] = {
+    "resnet18": (842, 1128),
+    "resnet34": (863, 1096),
+    "se_resnext50_32x4d": (2711, 1269),
+    "se_resnext101_32x4d": (3065, 1408),
+}
+REFERENCE_SIZE = 320
+# A forked DataLoader worker: its decoded chunks (64 MB cache), tiles and
+# augmentation buffers, and the parent's pages it touches. The CI recipe job
+# (batch 2 at 64 px, 2 workers) peaked at 6.6-7.0 GB of RSS summed over its
+# processes (shared pages counted in each): ~2 GB per worker bounds it.
+WORKER_MIB = 2000
+# Host side of a CUDA job: the CUDA context and kernels; activations live on the GPU.
+CUDA_HOST_MIB = 3000
+MARGIN = 1.25
+MINIMUM_MB = 2000
+
+
+def training_memory_mb(model: dict[str, Any], train: dict[str, Any]) -> int:
+    """Host memory in MB (a multiple of 100) for one training job with the config's ``model`` and ``train`` sections.
+
+    On the CPU (``train.device`` ``cpu``, or ``auto``: the submit host cannot
+    know what a node has) the batch's activations count, scaled by the input
+    area; on ``cuda`` they live on the GPU and only the CUDA host side does.
+    Each of ``train.num_workers`` DataLoader workers adds :data:`WORKER_MIB`.
+    Unknown encoders take the largest measured figures; the total has a 25 %
+    margin and a floor of :data:`MINIMUM_MB`.
+    """
+    base, per_sample = TRAIN_STEP_MIB.get(model["encoder"], max(TRAIN_STEP_MIB.values()))
+    if str(train["device"]).startswith("cuda"):
+        need = base + CUDA_HOST_MIB
+    else:
+        need = base + per_sample * train["batch_size"] * (train["input_size"] / REFERENCE_SIZE) ** 2
+    need += WORKER_MIB * train["num_workers"]
+    return max(MINIMUM_MB, 100 * math.ceil(MARGIN * need / 100))

@@ -58,8 +58,12 @@ DEFLATE_COMPRESSIONS = {8, 32946}  # Adobe deflate and the old deflate code: bot
 STREAMABLE_COMPRESSIONS = {1, *DEFLATE_COMPRESSIONS}
 SEGMENT_BUDGET = 256 * 2**20
 """Most bytes one strip, or one row of tiles, may decode to in one go; larger strips are streamed or refused."""
-BAND_BUDGET = 96 * 2**20
-"""Most bytes one ``(3, rows, width)`` band may take; a wider image is refused."""
+BAND_BUDGET = 256 * 2**20
+"""Most bytes one ``(3, rows, width)`` band may take (174,762 px wide at 512 rows); a wider image is refused.
+
+Ingest holds about six bands: slides up to ~65,000 px wide stay under 1 GB
+at 512 rows, wider real slides take proportionally more (or a smaller
+``ingest.chunk``); the budget only stops size tags that lie."""
 DEFLATE_MAX_RATIO = 1032
 """The most a deflate stream can expand (decoded bytes per stored byte), whatever the encoder."""
 READ_BYTES = 4 * 2**20
@@ -162,7 +166,7 @@ class SlideTiff:
                 self.path,
                 f"a band of {min(rows, height)} rows decodes to {min(rows, height)} x {width} x 3 = "
                 f"{_size(band_bytes)}, more than the {_size(BAND_BUDGET)} a band may take: the image "
-                f"({height} x {width} pixels) is too wide, or its size tags are wrong (smaller chunks give smaller bands)",
+                f"({height} x {width} pixels) is too wide, or its size tags are wrong (a smaller ingest.chunk gives smaller bands)",
             )
         if self.contiguous:
             for y0 in range(0, height, rows):

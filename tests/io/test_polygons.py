@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -189,6 +190,38 @@ def test_windows_tile_the_full_raster():
         window = rasterize(polygons, int(y0), int(y1), int(x0), int(x1))
         assert window.shape == (y1 - y0, x1 - x0)
         assert np.array_equal(window, full[y0:y1, x0:x1])
+
+
+def test_numpy_scan_of_small_windows_gives_cv2s_pixels():
+    # A band smaller than a polygon's box is filled by the numpy scan, the full window by cv2: both must agree.
+    rng = np.random.default_rng(11)
+    size = 320
+    polygons = random_polygons(rng, 30, size, size, max_radius=90.0)
+    for _ in range(30):
+        points = rng.uniform(-40, size + 40, (int(rng.integers(3, 25)), 2))  # self-intersecting
+        ties = np.round(points) + rng.choice([0.0, 0.5, -0.5, 0.49, 0.51], points.shape)  # rounding ties
+        flat = points.copy()
+        flat[:, 1] = np.round(flat[:, 1] / 40) * 40  # horizontal edges
+        polygons += [Polygon(points), Polygon(ties), Polygon(flat)]
+    for polygon in polygons[:30]:
+        (x_min, y_min), (x_max, y_max) = polygon.exterior.min(axis=0), polygon.exterior.max(axis=0)
+        hole = rng.uniform([x_min, y_min], [x_max, y_max], (int(rng.integers(3, 9)), 2))
+        polygons.append(Polygon(polygon.exterior, holes=(hole,)))
+    for polygon in polygons:
+        full = rasterize([polygon], -50, size + 50, -50, size + 50)
+        bands = np.concatenate([rasterize([polygon], y, y + 12, -50, size + 50) for y in range(-50, size + 50, 12)])
+        assert np.array_equal(bands, full)
+
+
+def test_edges_up_to_65535_rows_tall_keep_cv2s_truncated_slope():
+    # cv2 steps x by a slope truncated towards zero; 64000 rows down that moves x by up to a pixel.
+    ring = np.array([[40.4, -32000.6], [0.2, 32000.3], [45.7, 31000.0], [20.0, -20000.0], [44.1, -31990.0]])
+    left, top = np.floor(ring.min(axis=0)).astype(int) - 1
+    right, bottom = np.ceil(ring.max(axis=0)).astype(int) + 2
+    canvas = np.zeros((bottom - top, right - left), dtype=np.uint8)
+    cv2.fillPoly(canvas, [np.round((ring - [left, top]) * 256).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=8)
+    window = rasterize([Polygon(ring)], 31600, 31900, 0, 45)  # smaller than the box: the numpy scan
+    assert np.array_equal(window, canvas[31600 - top : 31900 - top, -left : 45 - left])
 
 
 def test_windows_away_from_polygons_are_empty_and_inverted_windows_rejected():

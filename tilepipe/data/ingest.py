@@ -134,7 +134,7 @@ def _mask_bands(
         runs = parse_rle(rle_text, shape, source=label_source)
         return lambda y0, y1: runs.window(y0, y1, 0, width)
     if polygons_path is not None:
-        outlines = load_polygons(polygons_path)
+        outlines = load_polygons(polygons_path, size=shape)
         return lambda y0, y1: rasterize(outlines, y0, y1, 0, width)
     return None
 

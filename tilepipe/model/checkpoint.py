@@ -7,6 +7,12 @@ pixels of a window), ``input_size`` (the side the network takes),
 pixel of the training slides, None when unknown) and the normalisation
 ``mean`` and ``std`` (per RGB channel, of ``v / 255``). Checkpoints written
 before the geometry was stored have none (``geometry`` is None).
+
+Every checkpoint written here also stores ``weights_sha256``, the
+:func:`~tilepipe.model.state_dicts.weights_digest` of its state dict;
+reading checks it, so a file damaged on disk or in a copy is refused rather
+than predicting with wrong weights. Checkpoints written before the digest
+was stored have none and load unchecked.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from torch import nn
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 from tilepipe.model.build import build_model, resolve_settings
-from tilepipe.model.state_dicts import load_state_dict_checked, read_torch_file
+from tilepipe.model.state_dicts import load_state_dict_checked, read_torch_file, weights_digest
 
 FORMAT = "tilepipe.model.checkpoint/1"
 GEOMETRY_KEYS = ("tile_size", "input_size", "read_level", "mpp", "mean", "std")
+DIGEST_KEY = "weights_sha256"  # the state dict's weights_digest, "sha256:<hex>"
 _PLAIN_LEAVES = (type(None), bool, int, float, str, torch.Tensor)
 
 
@@ -54,14 +61,16 @@ def save_checkpoint(
     ``extra`` (e.g. epoch, metrics, optimizer state) must hold plain types and
     tensors only (TypeError otherwise, before anything is written); a
     geometry without exactly the geometry keys is a ValueError. The file
-    appears atomically.
+    appears atomically, with the state dict's digest (:data:`DIGEST_KEY`).
     """
     if geometry is not None and set(geometry) != set(GEOMETRY_KEYS):
         raise ValueError(f"geometry needs exactly the keys {', '.join(GEOMETRY_KEYS)}, got {', '.join(geometry)}")
+    state_dict = model.state_dict()
     payload = {
         "format": FORMAT,
         "settings": resolve_settings(settings),
-        "state_dict": model.state_dict(),
+        "state_dict": state_dict,
+        DIGEST_KEY: weights_digest(state_dict),
         "extra": {} if extra is None else extra,
         "geometry": None if geometry is None else {key: geometry[key] for key in GEOMETRY_KEYS},
     }
@@ -75,7 +84,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Return the checkpoint at ``path`` as {"settings", "state_dict", "extra", "geometry"}, tensors on ``map_location``.
 
     Read with ``weights_only=True``. Raises InputError naming ``path`` if it is
-    not a readable tilepipe checkpoint or its settings are invalid.
+    not a readable tilepipe checkpoint, its settings are invalid or its
+    weights do not match their stored digest (a checkpoint without one is
+    not checked).
     """
     return checkpoint_from_payload(read_torch_file(path, map_location), path)
 
@@ -90,12 +101,26 @@ def checkpoint_from_payload(payload: Any, path: str | os.PathLike) -> dict[str, 
         settings = resolve_settings(payload["settings"])
     except InputError as err:
         raise InputError(path, f"invalid stored settings: {err.problem}") from err
+    _check_digest(payload, path)
     return {
         "settings": settings,
         "state_dict": payload["state_dict"],
         "extra": payload.get("extra", {}),
         "geometry": payload.get("geometry"),
     }
+
+
+def _check_digest(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise InputError naming ``path`` unless the payload's state dict matches its stored digest (if it has one)."""
+    stored = payload.get(DIGEST_KEY)
+    if stored is None:
+        return
+    try:
+        actual = weights_digest(payload["state_dict"])
+    except TypeError as err:
+        raise InputError(path, f"its state dict holds a non-tensor: {err}") from err
+    if stored != actual:
+        raise InputError(path, "weights do not match their digest: the file is corrupt; re-train or restore it")
 
 
 def checkpoint_geometry(path: str | os.PathLike) -> dict[str, Any] | None:

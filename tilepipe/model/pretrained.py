@@ -14,12 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tilepipe.atomic import atomic_output
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.errors import InputError
-from tilepipe.model.checkpoint import FORMAT, checkpoint_from_payload, save_checkpoint
+from tilepipe.model.checkpoint import DIGEST_KEY, FORMAT, checkpoint_from_payload, save_checkpoint
 from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, first_place_network
-from tilepipe.model.state_dicts import read_torch_file
+from tilepipe.model.state_dicts import read_torch_file, weights_digest
 
 __all__ = ["FIRST_PLACE_GEOMETRY", "import_pretrained", "pretrained_file"]
 
@@ -53,17 +55,22 @@ def pretrained_file(folder: str | os.PathLike, fold: int) -> Path:
 def import_pretrained(source: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, Any]:
     """Write the fold model at ``source`` as a tilepipe checkpoint at ``out_path``; return what it was.
 
-    A tilepipe checkpoint is checked (format and settings) and copied as
-    it is; any other file must be a 1st-place state dict, imported exactly
-    (:func:`tilepipe.model.first_place.import_first_place`) and stored with
-    :data:`FIRST_PLACE_GEOMETRY`. Returns ``{"source", "kind"}`` with kind
-    ``"tilepipe"`` or ``"first_place"``. Raises InputError naming ``source``.
+    A tilepipe checkpoint is checked (format, settings and weights digest)
+    and copied as it is, except that one written before checkpoints stored
+    their digest gets it added; any other file must be a 1st-place state
+    dict, imported exactly (:func:`tilepipe.model.first_place.import_first_place`)
+    and stored, with its digest, with :data:`FIRST_PLACE_GEOMETRY`. Returns
+    ``{"source", "kind"}`` with kind ``"tilepipe"`` or ``"first_place"``.
+    Raises InputError naming ``source``.
     """
     payload = read_torch_file(source)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         checkpoint_from_payload(payload, source)
         with atomic_output(out_path) as tmp:
-            shutil.copyfile(source, tmp)
+            if payload.get(DIGEST_KEY) is not None:
+                shutil.copyfile(source, tmp)
+            else:
+                torch.save({**payload, DIGEST_KEY: weights_digest(payload["state_dict"])}, tmp)
         return {"source": os.fspath(source), "kind": "tilepipe"}
     model = first_place_network(payload, source)
     extra = {"source": os.fspath(source), "imported_from": "1st-place UNET_SERESNEXT101 state dict"}

@@ -1,10 +1,13 @@
-"""Reading state dicts from files and loading them strictly, with errors that name the file."""
+"""Reading state dicts from files, their digest, and loading them strictly, with errors that name the file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,6 +28,25 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise InputError(path, f"cannot read as a torch weights file ({type(err).__name__}: {err})") from err
+
+
+def weights_digest(state_dict: Mapping[str, Any]) -> str:
+    """Return ``"sha256:<64 hex digits>"``, the SHA-256 of ``state_dict``'s names, dtypes, shapes and values.
+
+    Hashed in key order, for each entry: the line ``json.dumps([name, str(dtype),
+    list(shape)]) + "\n"`` (UTF-8, e.g. ``["conv.weight", "torch.float32",
+    [8, 3, 3, 3]]``), then the tensor's elements in C order, as bytes on the CPU
+    (little-endian). The same weights give the same digest on any device;
+    changing one byte of one tensor changes it. Raises TypeError for a value
+    that is not a tensor.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} is a {type(tensor).__name__}, not a tensor")
+        digest.update((json.dumps([name, str(tensor.dtype), list(tensor.shape)]) + "\n").encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def _first(keys: list[str]) -> str:

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,22 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _remove_settled(path: Path, seconds: float = 10.0) -> None:
+    """Remove ``path`` while threads that were writing into it may still add files (e.g. zarr's I/O loop).
+
+    Retries until the tree is gone or ``seconds`` have passed (then raises the last error).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            _remove(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _present(path: Path) -> bool:
@@ -180,12 +197,12 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
         try:
             yield tmp
         except BaseException:
-            _remove(tmp)
+            _remove_settled(tmp)
             raise
         try:
             _move_into_place(tmp, final, aside)
         except BaseException:
-            _remove(tmp)
+            _remove_settled(tmp)
             raise
         _discard(aside, trash)
 

@@ -28,6 +28,7 @@ LAYERS = {
     "training": 5,
     "inference": 5,
     "evaluation": 6,
+    "objects": 6,
     "demo": 6,
 }
 

@@ -1,0 +1,116 @@
+"""A slide's pixel size in micrometres, from what its TIFF says, and where that came from.
+
+Looked for in this order: OME-XML ``Pixels`` ``PhysicalSizeX/Y`` (with
+their units; micrometres when no unit is given), the Aperio description's
+``MPP =`` entry (SVS), the TIFF ``XResolution``/``YResolution`` tags when
+``ResolutionUnit`` is a length (inch or centimetre). Values outside
+:data:`PLAUSIBLE_UM` are ignored (writers put 72 dpi in files that have
+no pixel size) and the next source is tried. A slide that says nothing
+gets the training slides' ``data.mpp``, and the source says it was assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import tifffile
+
+from tilepipe.errors import InputError
+
+__all__ = ["PLAUSIBLE_UM", "PixelSize", "read_pixel_size"]
+
+PLAUSIBLE_UM = (0.01, 100.0)
+# Micrometres per unit of OME's UnitsLength values that a pixel size can plausibly use.
+_OME_UNITS_UM = {
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "nm": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "\u03bcm": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+    "in": 25400.0,
+}
+_TIFF_UNITS_UM = {2: 25400.0, 3: 10000.0}  # ResolutionUnit: inch, centimetre
+_APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """Micrometres per level-0 pixel along x and y, and where the value came from (a sentence fragment)."""
+
+    x_um: float
+    y_um: float
+    source: str
+
+    @property
+    def mpp(self) -> float:
+        """The mean of x and y, micrometres per pixel."""
+        return (self.x_um + self.y_um) / 2
+
+
+def read_pixel_size(path: str | os.PathLike, assumed_um: float) -> PixelSize:
+    """Return the pixel size the TIFF at ``path`` states, or ``assumed_um`` (``data.mpp``) when it states none.
+
+    Raises :class:`InputError` naming the file when it is not a readable TIFF.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            found = _from_ome(tif.ome_metadata if tif.is_ome else None)
+            found = found or _from_aperio(page.description)
+            found = found or _from_resolution(page)
+    except (OSError, ValueError, tifffile.TiffFileError) as err:
+        raise InputError(path, f"cannot read the pixel size: {err}") from err
+    return found or PixelSize(assumed_um, assumed_um, f"not stated by the slide; assumed data.mpp = {assumed_um}")
+
+
+def _plausible(x: float, y: float) -> bool:
+    low, high = PLAUSIBLE_UM
+    return low <= x <= high and low <= y <= high
+
+
+def _from_ome(xml: str | None) -> PixelSize | None:
+    if not xml:
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for pixels in root.iter():
+        if not pixels.tag.endswith("}Pixels") and pixels.tag != "Pixels":
+            continue
+        sizes = []
+        for axis in ("X", "Y"):
+            value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
+            if value is None or unit not in _OME_UNITS_UM:
+                break
+            sizes.append(float(value) * _OME_UNITS_UM[unit])
+        if len(sizes) == 2 and _plausible(*sizes):
+            return PixelSize(sizes[0], sizes[1], "OME PhysicalSizeX/Y")
+        return None
+    return None
+
+
+def _from_aperio(description: str) -> PixelSize | None:
+    if not description.startswith("Aperio"):
+        return None
+    match = _APERIO_MPP.search(description)
+    if match is None:
+        return None
+    mpp = float(match.group(1))
+    return PixelSize(mpp, mpp, "Aperio MPP") if _plausible(mpp, mpp) else None
+
+
+def _from_resolution(page: tifffile.TiffPage) -> PixelSize | None:
+    unit = _TIFF_UNITS_UM.get(int(page.resolutionunit))
+    x_per_unit, y_per_unit = page.resolution
+    if unit is None or x_per_unit <= 0 or y_per_unit <= 0:
+        return None
+    x, y = unit / x_per_unit, unit / y_per_unit
+    return PixelSize(x, y, "TIFF resolution tags") if _plausible(x, y) else None

@@ -228,7 +228,7 @@ kind, tiff, out, rle_file, repo = sys.argv[1:6]
 sys.path.insert(0, repo)
 from tilepipe.data.ingest import ingest_slide
 if kind == "ingest":
-    ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False, chunk=512, min_level_size=1024, threads=2)
+    ingest_slide(tiff, out, rle=Path(rle_file).read_text(), progress=False, chunk=512, min_level_size=1024, assumed_mpp=0.5, threads=2)
 elif kind == "naive":
     import tifffile
     from tilepipe.io import rle

@@ -19,6 +19,7 @@ rule ingest:
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         ingest=section("ingest"),
+        mpp=config["data"]["mpp"],
         code=code("ingest.py"),
     script:
         "../workflow_scripts/ingest.py"

@@ -37,20 +37,27 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _remove_settled(path: Path, seconds: float = 10.0) -> None:
+def _remove_settled(path: Path, seconds: float = 10.0, quiet: float = 0.25) -> None:
     """Remove ``path`` while threads that were writing into it may still add files (e.g. zarr's I/O loop).
 
-    Retries until the tree is gone or ``seconds`` have passed (then raises the last error).
+    Retries until the tree has stayed gone for ``quiet`` seconds, or raises
+    the last error after ``seconds``.
     """
     deadline = time.monotonic() + seconds
+    gone_since = None
     while True:
         try:
             _remove(path)
-            return
         except OSError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
+            gone_since = None
+        else:
+            if not _present(path):
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since >= quiet or time.monotonic() > deadline:
+                    return
+        time.sleep(0.05)
 
 
 def _present(path: Path) -> bool:

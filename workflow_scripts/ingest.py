@@ -20,7 +20,7 @@ cv2.setNumThreads(snakemake.threads)
 
 slide_id = snakemake.wildcards.slide
 dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
-ingest_slide(
+pixel_size = ingest_slide(
     snakemake.input.tiff,
     snakemake.output[0],
     rle=dataset.rle(slide_id),
@@ -30,6 +30,8 @@ ingest_slide(
     chunk=snakemake.params.ingest["chunk"],
     min_level_size=snakemake.params.ingest["min_level_size"],
     threads=snakemake.threads,
+    assumed_mpp=snakemake.params.mpp,
 )
+print(f"pixel size: {pixel_size.mpp:.4f} um ({pixel_size.source})", file=sys.stderr)
 
 record_job(snakemake)

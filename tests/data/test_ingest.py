@@ -26,7 +26,7 @@ from tilepipe.stores.slide import SlideStore
 
 HEIGHT, WIDTH = 301, 437  # odd, and not a multiple of the tiles, strips or chunks below
 CHUNK = 64
-SMALL = {"chunk": CHUNK, "min_level_size": 100, "progress": False, "threads": 2}
+SMALL = {"chunk": CHUNK, "min_level_size": 100, "assumed_mpp": 0.5, "progress": False, "threads": 2}
 
 
 def rgb_pixels(seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -251,7 +251,9 @@ def test_prefetch_passes_items_and_errors_and_closes_the_producer_on_early_stop(
 
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
-    ingest_slide(tiff, tmp_path / "slide.zarr", chunk=CHUNK, min_level_size=100, progress=True, threads=1)
+    ingest_slide(
+        tiff, tmp_path / "slide.zarr", chunk=CHUNK, min_level_size=100, assumed_mpp=0.5, progress=True, threads=1
+    )
     captured = capsys.readouterr()
     assert "s.tiff" in captured.err and f"{HEIGHT}/{HEIGHT}" in captured.err
     assert captured.out == ""
@@ -355,7 +357,7 @@ def test_failed_rerun_leaves_the_existing_store_untouched(tmp_path):
 
 def test_odd_chunk_is_refused():
     with pytest.raises(ValueError, match="even"):
-        ingest_slide("unused.tiff", "unused.zarr", chunk=63, min_level_size=100, threads=1)
+        ingest_slide("unused.tiff", "unused.zarr", chunk=63, min_level_size=100, assumed_mpp=0.5, threads=1)
 
 
 def test_metadata_is_ngff_0_5(tmp_path):
@@ -366,17 +368,17 @@ def test_metadata_is_ngff_0_5(tmp_path):
     assert meta["zarr_format"] == 3 and ome["version"] == "0.5"
     multiscale = ome["multiscales"][0]
     assert multiscale["name"] == "s1"
-    assert [(a["name"], a["type"]) for a in multiscale["axes"]] == [
-        ("c", "channel"),
-        ("y", "space"),
-        ("x", "space"),
+    assert [(a["name"], a["type"], a.get("unit")) for a in multiscale["axes"]] == [
+        ("c", "channel", None),
+        ("y", "space", "micrometer"),
+        ("x", "space", "micrometer"),
     ]
     assert [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]] == [
+        [1, 0.5, 0.5],
         [1, 1, 1],
         [1, 2, 2],
         [1, 4, 4],
-        [1, 8, 8],
-    ]
+    ], "micrometres: the assumed data.mpp (0.5) times 2 per level"
     labels = json.loads((tmp_path / "s1.zarr" / "labels" / "zarr.json").read_text())
     assert labels["attributes"]["ome"]["labels"] == ["glomeruli"]
     label = json.loads((tmp_path / "s1.zarr" / "labels" / "glomeruli" / "zarr.json").read_text())
@@ -457,6 +459,41 @@ def test_ingest_runs_at_most_its_threads_at_once(tmp_path, monkeypatch, layout, 
 def test_threads_must_be_given_and_positive(tmp_path):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
     with pytest.raises(TypeError, match="threads"):
-        ingest_slide(tiff, tmp_path / "a.zarr", chunk=CHUNK, min_level_size=100, progress=False)
+        ingest_slide(tiff, tmp_path / "a.zarr", chunk=CHUNK, min_level_size=100, assumed_mpp=0.5, progress=False)
     with pytest.raises(ValueError, match="threads"):
         ingest_slide(tiff, tmp_path / "b.zarr", **{**SMALL, "threads": 0})
+
+
+APERIO = "Aperio Image Library v12.0.15\r\n900x700 (240x240) JPEG/RGB Q=70|AppMag = 40|MPP = 0.2520|Date = x"
+
+
+@pytest.mark.parametrize(
+    ("description", "expected", "source"),
+    [(APERIO, 0.252, "Aperio MPP"), ("", 0.5, "not stated by the slide; assumed data.mpp = 0.5")],
+)
+def test_the_store_records_the_pixel_size_in_micrometres(tmp_path, description, expected, source):
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    tiff = tmp_path / "slide.tiff"
+    tifffile.imwrite(tiff, image, tile=(64, 64), description=description or None)
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:150, 100:200] = 1
+    size = ingest_slide(tiff, tmp_path / "slide.zarr", rle=rle.encode(mask), **SMALL)
+    assert (size.mpp, size.source) == (pytest.approx(expected), source)
+    store = SlideStore(tmp_path / "slide.zarr")
+    assert store.pixel_size(assumed_um=9.0) == size
+    group = zarr.open_group(tmp_path / "slide.zarr", mode="r")
+    for multiscale in (group.attrs["ome"]["multiscales"][0], group["labels/glomeruli"].attrs["ome"]["multiscales"][0]):
+        units = [axis.get("unit") for axis in multiscale["axes"] if axis["type"] == "space"]
+        assert units == ["micrometer", "micrometer"]
+        for level, dataset in enumerate(multiscale["datasets"]):
+            scale = dataset["coordinateTransformations"][0]["scale"]
+            assert scale[-2:] == pytest.approx([expected * 2**level] * 2)
+    assert len(group.attrs["ome"]["multiscales"][0]["datasets"]) > 1, "levels scaled, not only level 0"
+
+
+def test_a_store_without_a_recorded_pixel_size_assumes_data_mpp(tmp_path):
+    from tests.builders import write_slide_store
+
+    write_slide_store(tmp_path / "old.zarr", np.zeros((3, 64, 64), np.uint8))
+    size = SlideStore(tmp_path / "old.zarr").pixel_size(assumed_um=0.5)
+    assert size.mpp == 0.5 and "assumed data.mpp" in size.source

@@ -37,7 +37,7 @@ INGEST = textwrap.dedent(
     import sys
     from tilepipe.data.ingest import ingest_slide
 
-    ingest_slide(sys.argv[1], sys.argv[2], chunk=256, min_level_size=256, threads=1, progress=False)
+    ingest_slide(sys.argv[1], sys.argv[2], chunk=256, min_level_size=256, assumed_mpp=0.5, threads=1, progress=False)
     """
 )
 

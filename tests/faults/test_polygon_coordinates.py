@@ -144,7 +144,14 @@ def test_ingest_refuses_a_vertex_at_1e9_naming_the_json(tmp_path):
     path = write_features(tmp_path / "slide.json", ([[100, 100], [1e9, 150], [100, 200]], "far-one"))
     with pytest.raises(InputError) as err:
         ingest_slide(
-            tiff, tmp_path / "slide.zarr", polygons_path=path, chunk=64, min_level_size=100, threads=1, progress=False
+            tiff,
+            tmp_path / "slide.zarr",
+            polygons_path=path,
+            chunk=64,
+            min_level_size=100,
+            assumed_mpp=0.5,
+            threads=1,
+            progress=False,
         )
     assert err.value.path == str(path) and "feature 0 (id 'far-one')" in str(err.value)
     assert not (tmp_path / "slide.zarr").exists()

@@ -25,7 +25,7 @@ from tilepipe.stores.slide import SlideStore
 REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 1500, 1100  # one strip of these decodes to 4.7 MiB, over SMALL_BUDGET
 SMALL_BUDGET = 2**20
-SMALL = {"chunk": 64, "min_level_size": 100, "progress": False, "threads": 2}
+SMALL = {"chunk": 64, "min_level_size": 100, "assumed_mpp": 0.5, "progress": False, "threads": 2}
 RGB = {"photometric": "rgb"}
 
 
@@ -182,7 +182,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from tilepipe.data.ingest import ingest_slide
-ingest_slide(sys.argv[1], sys.argv[2], chunk=512, min_level_size=1024, threads=2, progress=False)
+ingest_slide(sys.argv[1], sys.argv[2], chunk=512, min_level_size=1024, assumed_mpp=0.5, threads=2, progress=False)
 status = Path("/proc/self/status").read_text()
 print(1024 * next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")))
 """

@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,11 @@ from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
+from tilepipe.io.pixel_size import PixelSize, read_pixel_size
 from tilepipe.io.polygons import load_polygons, rasterize
 from tilepipe.io.rle import parse as parse_rle
 from tilepipe.io.tiff import SlideTiff
-from tilepipe.stores.ngff import create_image, create_labels, level_shapes
+from tilepipe.stores.ngff import create_image, create_labels, level_shapes, set_pixel_size
 from tilepipe.stores.slide import LABEL_NAME
 
 __all__ = ["ingest_slide"]
@@ -55,8 +57,9 @@ def ingest_slide(
     chunk: int,
     min_level_size: int,
     threads: int,
+    assumed_mpp: float,
     progress: bool = True,
-) -> None:
+) -> PixelSize:
     """Write the slide store of ``tiff_path`` to ``out_path`` (a ``.zarr`` directory).
 
     Labels come from ``rle`` (Kaggle RLE of the glomerulus mask; ``label_source``
@@ -69,6 +72,12 @@ def ingest_slide(
     rule's ``threads``; see the module docstring). ``progress`` shows a bar
     on stderr.
 
+    The pixel size is the one the TIFF states
+    (:func:`tilepipe.io.pixel_size.read_pixel_size`), else ``assumed_mpp``
+    micrometres (``data.mpp``); the store keeps it as NGFF scales in
+    micrometres and as ``attrs["tilepipe"]["pixel_size"]`` (``x_um``,
+    ``y_um``, ``source``). Returns it.
+
     Raises :class:`InputError` naming the offending file for an unreadable,
     truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
     that differs from ``expected_shape``, and bad labels; nothing is left at
@@ -80,6 +89,7 @@ def ingest_slide(
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     with SlideTiff(tiff_path) as slide:
+        pixel_size = read_pixel_size(tiff_path, assumed_mpp)
         height, width = slide.shape
         if expected_shape is not None and tuple(expected_shape) != (height, width):
             eh, ew = expected_shape
@@ -116,6 +126,9 @@ def ingest_slide(
                     y0 = y1
             if not image.done:
                 raise InputError(tiff_path, f"image data ended after {y0} of {height} rows")
+            set_pixel_size(group, pixel_size.y_um, pixel_size.x_um)
+            group.attrs["tilepipe"] = {"pixel_size": asdict(pixel_size)}
+    return pixel_size
 
 
 def _mask_bands(

@@ -65,7 +65,7 @@ def read_pixel_size(path: str | os.PathLike, assumed_um: float) -> PixelSize:
             found = _from_ome(tif.ome_metadata if tif.is_ome else None)
             found = found or _from_aperio(page.description)
             found = found or _from_resolution(page)
-    except (OSError, ValueError, tifffile.TiffFileError) as err:
+    except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as err:
         raise InputError(path, f"cannot read the pixel size: {err}") from err
     return found or PixelSize(assumed_um, assumed_um, f"not stated by the slide; assumed data.mpp = {assumed_um}")
 

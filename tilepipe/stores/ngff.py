@@ -308,3 +308,30 @@ def create_label_levels(
     arrays = [create_mask_array(label_group, str(level), shape, chunk) for level, shape in enumerate(shapes)]
     label_group.attrs["ome"] = label_attrs(name, len(shapes))
     return PyramidWriter(arrays, max_2x2, pool=pool, skip_empty=True)
+
+
+def set_pixel_size(group: zarr.Group, y_um: float, x_um: float) -> None:
+    """Put the level-0 pixel size in micrometres into the NGFF metadata of ``group`` and of its label images.
+
+    Each multiscale's space axes get ``"unit": "micrometer"`` and the scale
+    of level ``l`` becomes ``2**l`` times the pixel size, so viewers
+    (napari, QuPath) show micrometres.
+    """
+    groups = [group]
+    if "labels" in group:
+        groups += [group["labels"][name] for name in group["labels"].attrs.get("ome", {}).get("labels", [])]
+    for target in groups:
+        ome = dict(target.attrs["ome"])
+        for multiscale in ome["multiscales"]:
+            space = [i for i, axis in enumerate(multiscale["axes"]) if axis["type"] == "space"]
+            for index in space:
+                multiscale["axes"][index] = {**multiscale["axes"][index], "unit": "micrometer"}
+            size = dict(zip(space, (y_um, x_um)[-len(space) :], strict=True))
+            for dataset in multiscale["datasets"]:
+                for transform in dataset["coordinateTransformations"]:
+                    if transform["type"] == "scale":
+                        level_scale = transform["scale"]
+                        transform["scale"] = [
+                            level_scale[i] * size[i] if i in size else level_scale[i] for i in range(len(level_scale))
+                        ]
+        target.attrs["ome"] = ome

@@ -2,7 +2,8 @@
 
 Layout (a public contract, DESIGN section 3)::
 
-    {id}.zarr/                 group, attrs["ome"]["multiscales"] (axes c, y, x)
+    {id}.zarr/                 group, attrs["ome"]["multiscales"] (axes c, y, x; scales in micrometres),
+                               attrs["tilepipe"]["pixel_size"] = {x_um, y_um, source}
         0, 1, 2, ...           image levels, (c, y, x) uint8, each 2x smaller in y and x
         labels/                group, attrs["ome"]["labels"] = ["glomeruli"]
             glomeruli/0        (y, x) uint8 0/1 mask at level-0 resolution
@@ -21,6 +22,7 @@ import numpy as np
 import zarr
 
 from tilepipe.errors import InputError
+from tilepipe.io.pixel_size import PixelSize
 from tilepipe.stores.chunks import fast_view
 
 LABEL_NAME = "glomeruli"
@@ -49,6 +51,17 @@ class SlideStore:
             return zarr.open_group(self.path, mode="r")
         except Exception as err:
             raise InputError(self.path, f"not a readable zarr group ({err})") from err
+
+    def pixel_size(self, assumed_um: float) -> PixelSize:
+        """The level-0 pixel size ingest recorded (``attrs["tilepipe"]["pixel_size"]``), in micrometres.
+
+        Stores written before pixel sizes were recorded get ``assumed_um``
+        (``data.mpp``), and the source says so.
+        """
+        recorded = self.group.attrs.get("tilepipe", {}).get("pixel_size")
+        if recorded is None:
+            return PixelSize(assumed_um, assumed_um, f"not recorded in the store; assumed data.mpp = {assumed_um}")
+        return PixelSize(float(recorded["x_um"]), float(recorded["y_um"]), str(recorded["source"]))
 
     @cached_property
     def multiscale(self) -> dict:

@@ -1,9 +1,13 @@
 """Whole-slide inference: window geometry (tilepipe.inference.windows) and centre-crop stitching (tilepipe.inference.predict)."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 import zarr
+from ome_zarr_models import open_ome_zarr
+from ome_zarr_models.v05.image_label import ImageLabel
 from torch import nn
 
 from tests.builders import write_slide_store
@@ -14,8 +18,9 @@ from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import prediction_settings
 from tilepipe.inference.windows import centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.model import build_model
+from tilepipe.stores.ngff import mean_2x2_yx
 from tilepipe.stores.probability import read_probability
-from tilepipe.stores.slide import read_window
+from tilepipe.stores.slide import SlideStore, read_window
 
 ALL_FLIPS = ["none", "hflip", "vflip", "hvflip"]
 GLASS = (236, 234, 240)  # HSV saturation 6: background
@@ -204,9 +209,11 @@ def test_resized_windows_reproduce_a_smooth_ramp(tmp_path):
 
 
 def test_output_store_layout_and_metadata(tmp_path):
+    """A label image of its slide: array "0" at level 0, the slide's levels as 2x2 means, the slide named."""
     out = tmp_path / "predictions" / "abc.zarr"
+    slide = slide_store(tmp_path, random_image(70, 90))
     predict(
-        slide_store(tmp_path, random_image(70, 90)),
+        slide,
         out,
         [PixelModel()],
         tile_size=32,
@@ -221,7 +228,16 @@ def test_output_store_layout_and_metadata(tmp_path):
     assert probability.chunks == (16, 16)
     multiscale = group.attrs["ome"]["multiscales"][0]
     assert [axis["name"] for axis in multiscale["axes"]] == ["y", "x"]
-    assert [d["path"] for d in multiscale["datasets"]] == ["0"]
+    levels = [group[d["path"]] for d in multiscale["datasets"]]
+    assert (
+        [level.shape for level in levels] == SlideStore(slide).level_shapes == [(70, 90), (35, 45), (18, 23), (9, 12)]
+    )
+    assert multiscale["datasets"][0]["path"] == "0" and multiscale["type"] == "2x2 mean"
+    for finer, coarser in itertools.pairwise(levels):
+        np.testing.assert_array_equal(coarser[...], mean_2x2_yx(finer[...]))
+    source = group.attrs["ome"]["image-label"]["source"]["image"]
+    assert source == "../../slide.zarr" and (out / source).resolve() == slide.resolve()
+    assert isinstance(open_ome_zarr(group), ImageLabel)  # valid NGFF 0.5 (tests/stores/test_ngff_validity.py)
     info = group.attrs["tilepipe"]
     assert info["content"] == "probability" and info["tile_size"] == 32 and info["keep"] == 16
     assert sorted(p.name for p in out.parent.iterdir()) == ["abc.zarr"]  # no temporary left behind

@@ -1,13 +1,16 @@
-"""Slide-store writing: pyramid levels, write_slide_store, write_labels."""
+"""Slide-store writing: pyramid levels, write_slide_store, write_labels; where SlideStore finds labels."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import zarr
 
 from tests.builders import write_labels, write_slide_store
-from tilepipe.stores.ngff import level_shapes, max_2x2, mean_2x2
+from tilepipe.errors import InputError
+from tilepipe.stores.ngff import create_label_levels, level_shapes, max_2x2, mean_2x2
 from tilepipe.stores.slide import SlideStore
 
 
@@ -42,6 +45,21 @@ def test_write_slide_store_round_trips_image_labels_and_pyramid(tmp_path):
     np.testing.assert_array_equal(store.levels[2][:], mean_2x2(mean_2x2(image)))
     assert store.levels[0].chunks == (3, 32, 32) and store.labels.chunks == (32, 32)
     np.testing.assert_array_equal(store.read_image(190, 140, 20, 20)[:, :13, :10], image[:, 190:, 140:])
+
+
+@pytest.mark.parametrize("chunk", [7, 9])
+def test_pyramid_levels_are_exact_with_odd_chunk_heights(tmp_path, chunk):
+    """With an odd chunk height a band's last row waits for its pair: every level is the reduction of the whole."""
+    image, labels = random_image(61, 45), np.random.default_rng(1).integers(0, 2, (61, 45), dtype=np.uint8)
+    write_slide_store(tmp_path / "a.zarr", image, labels, chunk=chunk, min_level_size=8)
+    store = SlideStore(tmp_path / "a.zarr")
+    group = zarr.open_group(tmp_path / "a.zarr", mode="r")
+    expected_image, expected_labels = image, labels
+    for level in range(len(store.levels)):
+        np.testing.assert_array_equal(store.levels[level][:], expected_image)
+        np.testing.assert_array_equal(group[f"labels/glomeruli/{level}"][:], expected_labels)
+        expected_image, expected_labels = mean_2x2(expected_image), max_2x2(expected_labels)
+    assert len(store.levels) == 4
 
 
 def test_write_slide_store_without_labels_has_no_labels_group(tmp_path):
@@ -104,3 +122,21 @@ def test_write_labels_replaces_a_mask_and_a_failure_changes_nothing(tmp_path):
 
     with pytest.raises(ValueError, match="shape"):
         write_labels(tmp_path / "a.zarr", lambda y0, y1: np.ones((y1 - y0, 63)))
+
+
+def test_labels_path_reads_a_label_image_at_the_root_or_a_slide_stores_labels(tmp_path):
+    image, mask = random_image(70, 50), np.zeros((70, 50), np.uint8)
+    mask[10:30, 5:25] = 1
+    write_slide_store(tmp_path / "slide.zarr", image, None, chunk=16, min_level_size=32)
+    write_slide_store(tmp_path / "other.zarr", image, mask, chunk=16, min_level_size=32)
+    shapes = SlideStore(tmp_path / "slide.zarr").level_shapes
+    with ThreadPoolExecutor(1) as pool:
+        root = zarr.open_group(tmp_path / "labels.zarr", mode="w", zarr_format=3)
+        create_label_levels(root, shapes, chunk=16, name="glomeruli", pool=pool, source="../slide.zarr").write(mask)
+    for labels_path in ("labels.zarr", "other.zarr"):
+        store = SlideStore(tmp_path / "slide.zarr", labels_path=tmp_path / labels_path)
+        np.testing.assert_array_equal(store.read_labels(0, 0, 70, 50), mask, err_msg=labels_path)
+    zarr.open_group(tmp_path / "empty.zarr", mode="w", zarr_format=3)
+    with pytest.raises(InputError, match="neither a label image at its root nor") as err:
+        _ = SlideStore(tmp_path / "slide.zarr", labels_path=tmp_path / "empty.zarr").labels
+    assert "empty.zarr" in str(err.value)

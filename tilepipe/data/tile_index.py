@@ -76,8 +76,8 @@ def build_tile_index(
     pixels per tile, among the levels whose downsample divides ``size`` and
     ``shift``.
 
-    ``labels_path``: take the mask from this store's ``labels/glomeruli``
-    (pseudo-labels) instead of the slide store's own.
+    ``labels_path``: take the mask from this label store (pseudo-labels, a
+    label image at its root) instead of the slide store's own.
 
     Reads level 0, the labels and the tissue level once each, in bands of
     their chunk rows. Raises InputError for a missing or malformed store and

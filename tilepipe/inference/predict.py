@@ -25,12 +25,14 @@ Memory is a row band of windows plus one batch (and its encoder features,
 kept for every model and flip until the classification gate has decided),
 never a whole-slide array. The output appears atomically.
 
-Output (``results/predictions/{stage}/{id}.zarr``): a zarr v3 group whose
-array ``"0"`` is the probability, ``(y, x)`` uint8 ``round(p * 255)``
-(half to even) at level-0 resolution, chunks ``(keep, keep)`` aligned with
-the kept centres (all-zero chunks are not stored); attrs["ome"] holds an
-NGFF 0.5 single-level multiscale with axes (y, x), attrs["tilepipe"] says
-what it is and how it was made.
+Output (``results/predictions/{stage}/{id}.zarr``, :mod:`tilepipe.stores.probability`):
+an NGFF 0.5 label image of the slide. Its array ``"0"`` is the probability,
+``(y, x)`` uint8 ``round(p * 255)`` (half to even) at level-0 resolution,
+chunks ``(keep, keep)`` aligned with the kept centres (all-zero chunks are
+not stored); its levels ``"1"``, ``"2"``, ... (the slide's level shapes) are
+2x2 means, for viewers. attrs["ome"]["image-label"]["source"]["image"] is
+the slide store's path relative to the output; attrs["tilepipe"] says what
+it is and how it was made.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,8 @@ from tilepipe.errors import InputError
 from tilepipe.inference.ensemble import Ensemble
 from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
 from tilepipe.model.device import select_device
-from tilepipe.stores.probability import create_probability_array
+from tilepipe.stores.ngff import relative_source
+from tilepipe.stores.probability import create_probability
 from tilepipe.stores.slide import SlideStore
 
 __all__ = ["predict_slide", "tissue_fractions"]
@@ -81,6 +85,8 @@ def predict_slide(
 ) -> dict:
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
+    ``out_path`` is a label image of the slide: it names ``store_path`` by
+    its path relative to ``out_path``, so keep them where they are written.
     The settings are the config's (:func:`prediction_settings` maps a
     resolved config to them); there are no defaults to drift from it.
     Geometry (level-0 pixels): ``tile_size`` windows keeping their
@@ -129,9 +135,18 @@ def predict_slide(
     out_path = Path(out_path)
     with (
         atomic_output(out_path) as tmp,
+        ThreadPoolExecutor(1) as pool,  # encodes the output's chunks while this thread waits
         tqdm(total=len(grid), desc=out_path.stem, unit="window", disable=not progress) as bar,
     ):
-        output = create_probability_array(tmp, out_path.stem, (height, width), grid.keep, settings)
+        output = create_probability(
+            tmp,
+            out_path.stem,
+            store.level_shapes,
+            grid.keep,
+            settings,
+            source=relative_source(out_path, store_path),
+            pool=pool,
+        )
         for row in range(grid.rows):
             windows = grid.row(row)
             if tissue_level is not None:
@@ -150,7 +165,7 @@ def predict_slide(
                 stats["segmented"] += len(centres)
                 stats["skipped_classifier"] += len(batch) - len(centres)
                 bar.update(len(batch))
-            output[centre_y : centre_y + centre_height, :] = band
+            output.write(band)  # rows centre_y : centre_y + centre_height, top to bottom
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 

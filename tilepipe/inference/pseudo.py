@@ -1,10 +1,17 @@
 """Pseudo-labels: an ensemble's thresholded prediction as the labels of an unlabeled slide.
 
-A pseudo-label store ``results/pseudo/{id}.zarr`` holds only
-``labels/glomeruli`` (the same NGFF label image, level shapes and chunks as
-a slide store's labels); the slide's image stays in its slide store, so
-changing the pseudo threshold never rewrites images. Read it with
-``SlideStore(slide_store, labels_path=pseudo_store)``.
+A pseudo-label store ``results/pseudo/{id}.zarr`` is one NGFF 0.5 label
+image at its root (so OME-Zarr tools open it)::
+
+    {id}.zarr/      attrs["ome"]: "multiscales" (axes y, x; type "2x2 max") and
+                    "image-label" (source.image: the slide store, relative to this one,
+                    e.g. "../../slides/{id}.zarr"; value 1 coloured)
+                    attrs["tilepipe"]: kind "pseudo-labels", slide store, prediction, threshold
+        0, 1, ...   (y, x) uint8 0/1 mask, the slide's level shapes and chunks
+
+the same levels as a slide store's ``labels/glomeruli``. The slide's image
+stays in its slide store, so changing the pseudo threshold never rewrites
+images. Read it with ``SlideStore(slide_store, labels_path=pseudo_store)``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import create_label_levels, list_label
+from tilepipe.stores.ngff import create_label_levels, relative_source
 from tilepipe.stores.probability import foreground_cutoff, read_probability
 from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
@@ -34,7 +41,8 @@ def write_pseudo_labels(
     """Write the mask ``probability >= threshold`` as the pseudo-label store ``out_path``.
 
     Swept in bands of the image's chunk rows (no whole-slide mask). Returns
-    the number of foreground pixels. The store appears atomically.
+    the number of foreground pixels. The store appears atomically and names
+    ``slide_store`` (by its path relative to ``out_path``) as its image.
     ``threads`` (the rule's) threads encode the chunks while the calling
     thread waits.
     """
@@ -47,20 +55,19 @@ def write_pseudo_labels(
             probability_store, f"prediction shape {probability.shape} differs from the slide's {store.shape}"
         )
     cutoff = foreground_cutoff(threshold)
-    shapes = [store.level_shape(level) for level in range(len(store.levels))]
+    shapes = store.level_shapes
     chunk = store.levels[0].chunks[-1]
     band_rows = store.levels[0].chunks[-2]
     height = store.shape[0]
     foreground = 0
     with atomic_output(out_path) as tmp, ThreadPoolExecutor(threads) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        labels = root.require_group("labels")
-        writer = create_label_levels(labels.require_group(LABEL_NAME), shapes, chunk=chunk, name=LABEL_NAME, pool=pool)
+        source = relative_source(out_path, slide_store)
+        writer = create_label_levels(root, shapes, chunk=chunk, name=LABEL_NAME, pool=pool, source=source)
         for y0 in range(0, height, band_rows):
             band = (probability[y0 : y0 + band_rows, :] >= cutoff).astype(np.uint8)
             foreground += int(band.sum(dtype=np.int64))
             writer.write(band)
-        list_label(labels, LABEL_NAME)
         root.attrs["tilepipe"] = {
             "kind": "pseudo-labels",
             "slide_store": Path(slide_store).name,

@@ -3,7 +3,11 @@
 A slide store (DESIGN section 3) holds the image as levels ``"0"``, ``"1"``,
 ... of ``(c, y, x)`` uint8, each 2x smaller than the one before, and label
 masks under ``labels/{name}`` as ``(y, x)`` uint8 pyramids with the same
-level shapes. Every level is written top to bottom in whole rows of chunks
+level shapes. Stores derived from a slide (predictions, pseudo-labels) are
+label images themselves: the same ``(y, x)`` pyramid at their root, whose
+``image-label.source.image`` is the relative path to the slide store
+(:func:`relative_source`), so OME-Zarr readers open them on their own and
+find the slide. Every level is written top to bottom in whole rows of chunks
 by a :class:`PyramidWriter`, which reduces each block it writes into the
 next level, so a pyramid is built in one sweep over level 0 without
 reading any level back and without holding more than a band of rows.
@@ -17,7 +21,8 @@ and ingest is meant to cost little more than decoding the TIFF.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -72,6 +77,17 @@ def mean_2x2(block: np.ndarray) -> np.ndarray:
     return out
 
 
+def mean_2x2_yx(block: np.ndarray) -> np.ndarray:
+    """Return the ``(ceil(y/2), ceil(x/2))`` 2x2 mean of a ``(y, x)`` uint8 block (as :func:`mean_2x2`).
+
+    Used for probability levels: a pixel of level k is then the mean
+    probability of its ``2**k`` x ``2**k`` level-0 pixels (up to rounding at
+    each level), i.e. the expected foreground fraction there, where a maximum
+    would grow every object.
+    """
+    return mean_2x2(block[np.newaxis])[0]
+
+
 def max_2x2(block: np.ndarray) -> np.ndarray:
     """Return the ``(ceil(y/2), ceil(x/2))`` 2x2 maximum of a ``(y, x)`` mask block.
 
@@ -94,9 +110,11 @@ class PyramidWriter:
     ``reduce`` halves a block of one level into the next. Rows given to
     :meth:`write` continue where the previous call stopped. Each level keeps
     back the rows that do not yet fill a whole row of chunks, so every chunk
-    is written once, whole, and never read back. With ``skip_empty`` chunks
-    that are all zero (the fill value) are not stored. ``pool`` encodes and
-    writes the chunks of a row concurrently.
+    is written once, whole, and never read back; with an odd chunk height a
+    band's last row also waits for its pair in the next band, so ``reduce``
+    always starts on an even row. With ``skip_empty`` chunks that are all
+    zero (the fill value) are not stored. ``pool`` encodes and writes the
+    chunks of a row concurrently.
     """
 
     def __init__(
@@ -108,8 +126,6 @@ class PyramidWriter:
         skip_empty: bool = False,
     ):
         for array in arrays:
-            if array.chunks[-2] % 2:
-                raise ValueError(f"chunk height must be even, got {array.chunks[-2]}")
             if not is_writer_format(array):
                 raise ValueError(f"array {array.path!r} is not a local uint8 array encoded with {CODEC}")
         self.arrays = arrays
@@ -118,6 +134,7 @@ class PyramidWriter:
         self.skip_empty = skip_empty
         self.rows_written = [0] * len(arrays)
         self.pending: list[np.ndarray | None] = [None] * len(arrays)
+        self.unreduced: list[np.ndarray | None] = [None] * len(arrays)
 
     @property
     def done(self) -> bool:
@@ -159,7 +176,21 @@ class PyramidWriter:
             pass
         self.rows_written[level] = start + ready
         if level + 1 < len(self.arrays):
-            self._push(level + 1, self.reduce(block))
+            self._reduce_into_next(level, block, last=start + ready == height)
+
+    def _reduce_into_next(self, level: int, block: np.ndarray, *, last: bool) -> None:
+        """Reduce the written rows ``block`` of ``level`` into the next level, in pairs of rows.
+
+        A row without its pair (odd chunk heights only) waits for the next
+        block, unless ``block`` ends the level.
+        """
+        carry = self.unreduced[level]
+        if carry is not None:
+            block = np.concatenate([carry, block], axis=-2)
+        paired = block.shape[-2] if last else block.shape[-2] - block.shape[-2] % 2
+        self.unreduced[level] = block[..., paired:, :].copy() if paired < block.shape[-2] else None
+        if paired:
+            self._push(level + 1, self.reduce(block[..., :paired, :]))
 
     def _store_chunk(self, job: tuple[zarr.Array, int, int, np.ndarray]) -> None:
         """Encode one chunk (zero-padded to the full chunk shape at the edges) and write its file."""
@@ -226,18 +257,43 @@ def image_attrs(name: str, n_levels: int) -> dict:
     }
 
 
-def label_attrs(name: str, n_levels: int) -> dict:
-    """Return the ``attrs["ome"]`` of an image-label group (value 1 = foreground)."""
+MASK_COLORS = ({"label-value": 1, "rgba": LABEL_RGBA},)
+
+
+def label_attrs(
+    name: str,
+    n_levels: int,
+    *,
+    source: str | None = "../../",
+    colors: Sequence[dict] = MASK_COLORS,
+    downsampling: str = "2x2 max",
+) -> dict:
+    """Return the ``attrs["ome"]`` of an image-label group of ``n_levels`` ``(y, x)`` levels.
+
+    ``source``: ``image-label.source.image``, the path of the labelled image
+    group relative to this one (NGFF's default ``"../../"``: the image whose
+    ``labels`` group holds it; see :func:`relative_source`); None names no
+    image. ``colors``: the ``image-label.colors`` (default: value 1, a mask's
+    foreground, in :data:`LABEL_RGBA`). ``downsampling``: the multiscale's
+    ``type``, how each level was reduced from the one before.
+    """
     label_levels = multiscales(name, LABEL_AXES, n_levels)
-    label_levels[0]["type"] = "2x2 max"
-    return {
-        "version": NGFF_VERSION,
-        "multiscales": label_levels,
-        "image-label": {
-            "colors": [{"label-value": 1, "rgba": LABEL_RGBA}],
-            "source": {"image": "../../"},
-        },
-    }
+    label_levels[0]["type"] = downsampling
+    image_label: dict = {"colors": list(colors)}
+    if source is not None:
+        image_label["source"] = {"image": source}
+    return {"version": NGFF_VERSION, "multiscales": label_levels, "image-label": image_label}
+
+
+def relative_source(label_image: str | os.PathLike, image: str | os.PathLike) -> str:
+    """Return the ``image-label.source.image`` of the label image group at ``label_image`` for the image
+    group at ``image``: the '/'-separated path from one to the other, e.g. ``"../../../slides/s1.zarr"``.
+
+    Both are taken with symlinks resolved (as a local reader follows ``..``);
+    ``label_image`` need not exist yet.
+    """
+    start, target = os.path.realpath(label_image), os.path.realpath(image)
+    return Path(os.path.relpath(target, start)).as_posix()
 
 
 def create_image(
@@ -298,15 +354,23 @@ def create_mask_array(group: zarr.Group, name: str, shape: tuple[int, int], chun
 
 
 def create_label_levels(
-    label_group: zarr.Group, shapes: list[tuple[int, int]], *, chunk: int, name: str, pool: Executor
+    label_group: zarr.Group,
+    shapes: list[tuple[int, int]],
+    *,
+    chunk: int,
+    name: str,
+    pool: Executor,
+    source: str | None = "../../",
 ) -> PyramidWriter:
-    """Create the levels of one label image of ``shapes`` in ``label_group``.
+    """Create the levels of one label image (a 0/1 mask) of ``shapes`` in ``label_group``.
 
     Returns their writer (writing with ``pool``), which takes level-0
-    ``(rows, width)`` uint8 0/1 bands. Chunks that stay all zero are not stored.
+    ``(rows, width)`` uint8 0/1 bands; each level is the 2x2 maximum of the
+    one before. Chunks that stay all zero are not stored. ``source``: the
+    labelled image, see :func:`label_attrs`.
     """
     arrays = [create_mask_array(label_group, str(level), shape, chunk) for level, shape in enumerate(shapes)]
-    label_group.attrs["ome"] = label_attrs(name, len(shapes))
+    label_group.attrs["ome"] = label_attrs(name, len(shapes), source=source)
     return PyramidWriter(arrays, max_2x2, pool=pool, skip_empty=True)
 
 

@@ -1,9 +1,20 @@
 """Probability stores: the ``(y, x)`` uint8 output of inference, read by the submission, pseudo-labels and eval.
 
-A probability store is a zarr v3 group whose array ``"0"`` holds
-``v = round(p * 255)`` (half to even) at level-0 resolution; attrs["ome"]
-is an NGFF 0.5 single-level multiscale with axes (y, x), attrs["tilepipe"]
-says what it is and how it was made. All-zero chunks are not stored.
+A probability store (``results/predictions/{stage}/{id}.zarr``) is a zarr v3
+group and an NGFF 0.5 label image of its slide::
+
+    {id}.zarr/      attrs["ome"]: "multiscales" (axes y, x; type "2x2 mean") and
+                    "image-label" (source.image: the slide store, relative to this one,
+                    e.g. "../../../slides/{id}.zarr"; colours: value v as magenta at opacity v/255)
+                    attrs["tilepipe"]: content "probability", encoding, how it was made
+        0           (y, x) uint8 v = round(p * 255) (half to even) at level-0 resolution
+        1, 2, ...   the same, each level the 2x2 mean of the one before, with the slide's level shapes
+
+All-zero chunks are not stored. Readers use array ``"0"`` only
+(:func:`read_probability`); the levels above it are for viewers. A level-k
+pixel is the mean of its level-0 pixels (rounded at each level): the right
+reduction for a probability, whose mean over an area is the expected
+foreground fraction there (a mask's levels take the maximum instead).
 
 A pixel is foreground at threshold ``t`` when ``v >= foreground_cutoff(t)``.
 
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +34,29 @@ import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
-from tilepipe.stores.ngff import LABEL_AXES, NGFF_VERSION, create_mask_array, multiscales
+from tilepipe.stores.ngff import (
+    PyramidWriter,
+    create_mask_array,
+    label_attrs,
+    level_shapes,
+    mean_2x2_yx,
+    relative_source,
+)
+from tilepipe.stores.slide import SlideStore
 
 __all__ = [
     "PROBABILITY_SCALE",
-    "create_probability_array",
+    "create_probability",
     "foreground_cutoff",
     "read_probability",
     "write_probability",
 ]
 
 PROBABILITY_SCALE = 255
-PROBABILITY_ARRAY = "0"
+PROBABILITY_ARRAY = "0"  # level 0: the levels are named "0", "1", ...
 ENCODING = f"uint8 round(p * {PROBABILITY_SCALE}), half to even"
+# A viewer shows an image-label through its colours: value v as magenta at opacity v / 255.
+PROBABILITY_COLORS = tuple({"label-value": v, "rgba": [255, 0, 255, v]} for v in range(1, PROBABILITY_SCALE + 1))
 
 
 def foreground_cutoff(threshold: float) -> int:
@@ -64,28 +86,61 @@ def read_probability(path: str | os.PathLike) -> zarr.Array:
     return array
 
 
-def write_probability(out_path: str | os.PathLike, probability_yx: np.ndarray, chunk: int) -> None:
+def write_probability(
+    out_path: str | os.PathLike,
+    probability_yx: np.ndarray,
+    chunk: int,
+    *,
+    slide_store: str | os.PathLike | None = None,
+) -> None:
     """Write an in-memory ``(y, x)`` uint8 probability (``round(p * 255)``) as a probability store.
 
     Same format as :func:`tilepipe.inference.predict.predict_slide` writes, with
-    ``chunk`` x ``chunk`` chunks; meant for small arrays (tests, demo).
-    Appears atomically.
+    ``chunk`` x ``chunk`` chunks; meant for small arrays
+    (tests, demo). With ``slide_store`` (a slide of the same level-0 shape)
+    the levels are the slide's and the store names it as its image; without,
+    the levels halve until the long side fits one chunk and no image is
+    named. Appears atomically.
     """
     probability_yx = np.asarray(probability_yx)
     if probability_yx.ndim != 2 or probability_yx.dtype != np.uint8:
         raise ValueError(f"probability must be (y, x) uint8, got {probability_yx.dtype} {probability_yx.shape}")
     out_path = Path(out_path)
-    with atomic_output(out_path) as tmp:
-        create_probability_array(tmp, out_path.stem, probability_yx.shape, chunk, {})[...] = probability_yx
+    if slide_store is None:
+        shapes, source = level_shapes(*probability_yx.shape, chunk), None
+    else:
+        shapes, source = SlideStore(slide_store).level_shapes, relative_source(out_path, slide_store)
+        if shapes[0] != probability_yx.shape:
+            raise ValueError(f"probability shape {probability_yx.shape} differs from the slide's {shapes[0]}")
+    with atomic_output(out_path) as tmp, ThreadPoolExecutor(1) as pool:
+        writer = create_probability(tmp, out_path.stem, shapes, chunk, {}, source=source, pool=pool)
+        writer.write(probability_yx)
 
 
-def create_probability_array(path: Path, name: str, shape: tuple[int, int], chunk: int, attrs: dict) -> zarr.Array:
-    """Create the probability store ``name`` at ``path``: its group (NGFF metadata, ``attrs`` as
-    attrs["tilepipe"]) and its empty ``shape`` uint8 array with ``chunk`` x ``chunk`` chunks; return the array."""
+def create_probability(
+    path: Path,
+    name: str,
+    shapes: list[tuple[int, int]],
+    chunk: int,
+    attrs: dict,
+    *,
+    source: str | None,
+    pool: Executor,
+) -> PyramidWriter:
+    """Create the probability store ``name`` at ``path``; return the writer of its levels.
+
+    Creates the group (NGFF image-label metadata naming the image at the
+    relative path ``source``, or none if None; ``attrs`` as attrs["tilepipe"])
+    and empty ``(y, x)`` uint8 levels of ``shapes`` (``(height, width)``,
+    level 0 first) with ``chunk`` x ``chunk`` chunks. The
+    writer (encoding with ``pool``) takes level-0 ``(rows, width)`` bands of
+    ``round(p * 255)`` top to bottom and reduces each level into the next by
+    the 2x2 mean; all-zero chunks are not stored.
+    """
     group = zarr.open_group(path, mode="w", zarr_format=3)
-    array = create_mask_array(group, PROBABILITY_ARRAY, shape, chunk)
-    levels = multiscales(name, LABEL_AXES, 1)
-    del levels[0]["type"]  # one level: no downsampling method to name
-    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": levels}
+    arrays = [create_mask_array(group, str(level), shape, chunk) for level, shape in enumerate(shapes)]
+    group.attrs["ome"] = label_attrs(
+        name, len(shapes), source=source, colors=PROBABILITY_COLORS, downsampling="2x2 mean"
+    )
     group.attrs["tilepipe"] = {"content": "probability", "encoding": ENCODING, **attrs}
-    return array
+    return PyramidWriter(arrays, mean_2x2_yx, pool=pool, skip_empty=True)

@@ -8,6 +8,10 @@ Layout (a public contract, DESIGN section 3)::
         labels/                group, attrs["ome"]["labels"] = ["glomeruli"]
             glomeruli/0        (y, x) uint8 0/1 mask at level-0 resolution
 
+A label store (pseudo-labels, :mod:`tilepipe.inference.pseudo`) is one such
+label image at its own root: levels ``0, 1, ...`` and NGFF
+``image-label`` metadata naming its slide store.
+
 Windows are addressed in level-0 pixels ``(y, x)`` and zero-filled where
 they pass the slide's border, as the training tiles of the recipe are.
 """
@@ -34,8 +38,9 @@ class SlideStore:
 
     Cheap to construct; zarr arrays are opened on first use, so a store can
     be created in the parent process and used in DataLoader workers.
-    ``labels_path`` takes the labels from another store with the same
-    ``labels/glomeruli`` layout instead (pseudo-labels, :mod:`tilepipe.inference.pseudo`).
+    ``labels_path`` takes the labels from another store instead: a label
+    store (a label image at its root, as pseudo-labels are,
+    :mod:`tilepipe.inference.pseudo`) or a store with ``labels/glomeruli``.
     """
 
     def __init__(self, path: str | os.PathLike, labels_path: str | os.PathLike | None = None):
@@ -87,15 +92,26 @@ class SlideStore:
         _, h, w = self.levels[level].shape
         return int(h), int(w)
 
+    @property
+    def level_shapes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` in pixels of every level, level 0 first."""
+        return [self.level_shape(level) for level in range(len(self.levels))]
+
     @cached_property
     def labels(self) -> zarr.Array | None:
         """The ``(y, x)`` uint8 glomerulus mask at level 0, or None if unlabeled."""
-        group = self.group if self.labels_path is None else zarr.open_group(self.labels_path, mode="r")
+        if self.labels_path is None:
+            group, path = self.group, LABEL_PATH
+        else:
+            group = zarr.open_group(self.labels_path, mode="r")
+            path = label_image_path(group) or LABEL_PATH
         try:
-            labels = group[LABEL_PATH]
+            labels = group[path]
         except KeyError:
             if self.labels_path is not None:
-                raise InputError(self.labels_path, f"no {LABEL_PATH} array") from None
+                raise InputError(
+                    self.labels_path, f"neither a label image at its root nor a {LABEL_PATH} array"
+                ) from None
             return None
         if labels.shape != self.shape:
             raise InputError(
@@ -131,6 +147,16 @@ class SlideStore:
         if self._label_view is None:
             return np.zeros((height, width), dtype=np.uint8)
         return read_window(self._label_view, y, x, height, width)
+
+
+def label_image_path(group: zarr.Group) -> str | None:
+    """Return the path of level 0 of the label image that ``group`` is (NGFF ``image-label`` and
+    ``multiscales`` in its attrs["ome"]), or None if ``group`` is not a label image."""
+    ome = group.attrs.get("ome", {})
+    try:
+        return ome["multiscales"][0]["datasets"][0]["path"] if "image-label" in ome else None
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def read_window(array, y: int, x: int, height: int, width: int) -> np.ndarray:

@@ -157,3 +157,18 @@ def test_napari_ome_zarr_shows_a_label_store_over_its_slide(stores, name):
     assert "image" in kinds and "labels" in kinds
     for data, _, layer_type in layers:
         assert [level.shape[-2:] for level in data] == SHAPES, layer_type
+
+
+def test_pseudo_labels_carry_their_slides_pixel_size_in_micrometres(stores, tmp_path):
+    from tilepipe.stores.ngff import set_pixel_size
+
+    slide = zarr.open_group(stores["slide"], mode="r+")
+    slide.attrs["tilepipe"] = {"pixel_size": {"x_um": 0.25, "y_um": 0.26, "source": "test"}}
+    set_pixel_size(slide, 0.26, 0.25)
+    out = stores["pseudo"].with_name("s1b.zarr")
+    write_pseudo_labels(stores["slide"], stores["prediction"], out, 0.5, threads=1)
+    multiscale = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    assert [a.get("unit") for a in multiscale["axes"]] == ["micrometer", "micrometer"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]]
+    assert scales == [[0.26 * 2**level, 0.25 * 2**level] for level in range(len(scales))]
+    assert isinstance(open_ome_zarr(zarr.open_group(out, mode="r")), ImageLabel), "still valid with units"

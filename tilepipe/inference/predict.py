@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from torch import nn
 from tqdm import tqdm
 
@@ -166,6 +167,7 @@ def predict_slide(
                 stats["skipped_classifier"] += len(batch) - len(centres)
                 bar.update(len(batch))
             output.write(band)  # rows centre_y : centre_y + centre_height, top to bottom
+        store.copy_pixel_size_to(zarr.open_group(tmp, mode="r+"))
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 

@@ -74,4 +74,5 @@ def write_pseudo_labels(
             "prediction": Path(probability_store).name,
             "threshold": threshold,
         }
+        store.copy_pixel_size_to(root)
     return foreground

@@ -28,6 +28,7 @@ import zarr
 from tilepipe.errors import InputError
 from tilepipe.io.pixel_size import PixelSize
 from tilepipe.stores.chunks import fast_view
+from tilepipe.stores.ngff import set_pixel_size
 
 LABEL_NAME = "glomeruli"
 LABEL_PATH = f"labels/{LABEL_NAME}/0"
@@ -56,6 +57,12 @@ class SlideStore:
             return zarr.open_group(self.path, mode="r")
         except Exception as err:
             raise InputError(self.path, f"not a readable zarr group ({err})") from err
+
+    def copy_pixel_size_to(self, group: zarr.Group) -> None:
+        """Give the multiscales of ``group`` (a label store of this slide) the slide's recorded pixel size, if any."""
+        recorded = self.group.attrs.get("tilepipe", {}).get("pixel_size")
+        if recorded is not None:
+            set_pixel_size(group, float(recorded["y_um"]), float(recorded["x_um"]))
 
     def pixel_size(self, assumed_um: float) -> PixelSize:
         """The level-0 pixel size ingest recorded (``attrs["tilepipe"]["pixel_size"]``), in micrometres.

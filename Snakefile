@@ -21,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/pseudo.smk"
 include: "rules/submission.smk"
+include: "rules/objects.smk"
 include: "rules/eval.smk"
 
 
@@ -29,6 +30,7 @@ include: "rules/eval.smk"
 localrules:
     folds,
     write_submission,
+    objects_summary,
     eval_stage,
     eval_summary,
     plot_training,
@@ -53,6 +55,7 @@ rule submission:
     default_target: True
     input:
         "results/submission.csv",
+        "results/objects/summary.csv",
 
 
 rule all:
@@ -62,4 +65,5 @@ rule all:
         "results/folds.csv",
         rules.train.input,
         "results/submission.csv",
+        "results/objects/summary.csv",
         rules.eval.input,

@@ -156,6 +156,7 @@ def training_settings(stage):
             train[key] = train[key] if pseudo[key] is None else pseudo[key]
     return {
         "seed": config["seed"],
+        "mpp": config["data"]["mpp"],
         "model": section("model"),
         "loss": section("loss"),
         "train": train,

@@ -25,6 +25,7 @@ rule predict:
         # What a prediction depends on: not inference.threshold (only the
         # submission cuts at it), not the runtime-only batch size.
         inference=prediction_settings(config),
+        mpp=config["data"]["mpp"],
         device=config["train"]["device"],
         code=code("predict.py"),
     script:

@@ -22,6 +22,7 @@ from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import with_geometry
 from tilepipe.model import load_ensemble
 from tilepipe.provenance import record_job
+from tilepipe.stores.slide import SlideStore
 
 torch.set_num_threads(snakemake.threads)
 
@@ -32,7 +33,9 @@ runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"
 # Each checkpoint read once; the models' own input geometry (tile size, input size, read level,
 # normalisation) replaces the config's, and members must agree on it.
 models, geometry = load_ensemble(paths)
-settings, changes = with_geometry(snakemake.params.inference, geometry)
+pixel_size = SlideStore(snakemake.input.store).pixel_size(snakemake.params.mpp)
+logging.info("pixel size %.4g um (%s)", pixel_size.mpp, pixel_size.source)
+settings, changes = with_geometry(snakemake.params.inference, geometry, pixel_size.mpp)
 for change in changes:
     logging.warning("the checkpoints' geometry replaces the config's %s", change)
 stats = predict_slide(

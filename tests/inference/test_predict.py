@@ -384,3 +384,23 @@ def test_the_recipe_network_runs_gated_with_flips_and_is_deterministic(tmp_path)
     assert first.std() > 0
     stats = predict(store, tmp_path / "c.zarr", models, clf_threshold=1.0, **common)
     assert stats["skipped_classifier"] == 4 and not read_probability(tmp_path / "c.zarr")[...].any()
+
+
+def test_a_slide_at_another_resolution_is_predicted_with_resampled_windows(tmp_path):
+    """Models of 0.5 um pixels on a 0.26 um slide: 124 px windows (not a power of two), output at slide size."""
+    from tilepipe.inference.settings import with_geometry
+
+    geometry = {"tile_size": 64, "input_size": 24, "read_level": "auto", "mpp": 0.5, "mean": None, "std": None}
+    settings = {**BASE_SETTINGS, "tile_size": 64, "input_size": 24, "read_level": "auto"}
+    settings, changes = with_geometry(settings, {**geometry, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, 0.26)
+    assert settings["tile_size"] == 124 and len(changes) == 1
+    height, width = 301, 257
+    yy, xx = np.mgrid[0:height, 0:width]
+    red = np.rint(20 + 200 * (0.6 * xx / width + 0.4 * yy / height)).astype(np.uint8)
+    image = np.stack([red, np.full_like(red, 90), np.full_like(red, 160)])
+    out = tmp_path / "pred.zarr"
+    predict_slide(slide_store(tmp_path, image), out, [PixelModel()], **{**settings, "tta": ALL_FLIPS})
+    probability = read_probability(out)[...]
+    assert probability.shape == (height, width)
+    inner = (slice(10, -10), slice(10, -10))  # the zero fill past the border, blurred by the 5x resize
+    assert np.abs(probability.astype(int) - red)[inner].max() <= 3

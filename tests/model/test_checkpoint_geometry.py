@@ -92,3 +92,21 @@ def test_an_ensemble_loads_each_file_once_with_its_geometry(tmp_path, model, mon
     assert reads == [tmp_path / "fold0.pt", tmp_path / "fold1.pt"], "one read per file"
     with pytest.raises(InputError, match=r"other.pt: its input geometry differs from .*fold0.pt's \(tile_size"):
         load_ensemble([tmp_path / "fold0.pt", tmp_path / "other.pt"])
+
+
+@pytest.mark.parametrize(
+    ("slide_mpp", "tile"),
+    [(0.5, 1024), (0.49, 1024), (0.25, 2048), (0.252, 2032), (1.0, 512), (None, 1024)],
+)
+def test_windows_cover_the_training_tissue_on_slides_at_another_resolution(slide_mpp, tile):
+    """Within 5 % of the models' pixel size nothing changes; beyond, the window side in slide pixels scales."""
+    settings = prediction_settings(defaults())
+    updated, changes = with_geometry(settings, GEOMETRY, slide_mpp)
+    assert updated["tile_size"] == tile and updated["input_size"] == 320
+    assert any("resampled to the training resolution" in c for c in changes) == (tile != 1024)
+
+
+def test_models_without_a_pixel_size_are_not_resampled():
+    settings = prediction_settings(defaults())
+    updated, _ = with_geometry(settings, {**GEOMETRY, "mpp": None}, 0.25)
+    assert updated["tile_size"] == 1024

@@ -76,7 +76,21 @@ def test_submission_follows_sample_submission(tiny_run):
 
 def test_threshold_change_reruns_only_the_submission(tiny_run):
     result = run_snakemake(tiny_run, "-n", overlay={**TINY, "inference": {**TINY["inference"], "threshold": 0.4}})
-    assert scheduled_rules(result) == {"write_submission", "submission"}
+    assert scheduled_rules(result) == {"write_submission", "objects", "objects_summary", "submission"}
+
+
+def test_test_and_external_slides_get_their_objects(tiny_run):
+    """One GeoJSON (QuPath FeatureCollection) and table per test and external slide; the summary counts them."""
+    sample = pd.read_csv(tiny_run / "results/demo/data/sample_submission.csv", dtype=str)
+    external = sorted(p.stem for p in (tiny_run / "results/demo/data/external").glob("*.tiff"))
+    summary = pd.read_csv(tiny_run / "results/objects/summary.csv", dtype={"slide": str})
+    assert sorted(summary["slide"]) == sorted([*sample["id"], *external])
+    for row in summary.itertuples():
+        collection = json.loads((tiny_run / f"results/objects/{row.slide}.geojson").read_text())
+        table = pd.read_csv(tiny_run / f"results/objects/{row.slide}.csv")
+        assert collection["type"] == "FeatureCollection"
+        assert len(collection["features"]) == len(table) == row.objects
+        assert row.mpp == 0.5 and "assumed data.mpp = 0.5" in row.mpp_source, "the demo's TIFFs state no pixel size"
 
 
 def test_every_job_records_its_provenance(tiny_run):

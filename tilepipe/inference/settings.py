@@ -37,16 +37,26 @@ def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def with_geometry(settings: dict[str, Any], geometry: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+RESAMPLE_TOLERANCE = 0.05
+
+
+def with_geometry(
+    settings: dict[str, Any], geometry: dict[str, Any] | None, slide_mpp: float | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Return ``settings`` (``prediction_settings``) with the models' own input geometry, and what it changed.
 
     ``geometry`` is the ensemble's checkpoint geometry
     (:func:`tilepipe.model.checkpoint.ensemble_geometry`) or None (older
     checkpoints: the config's settings stand). The window side, the
     network's input side, the read level and the normalisation come from
-    the checkpoints, so models predict what they were trained on. The list
-    names each setting that differs from the config's, as ``key: config ->
-    checkpoint``.
+    the checkpoints, so models predict what they were trained on. When the
+    slide's pixel size ``slide_mpp`` (micrometres) differs from the
+    models' by more than :data:`RESAMPLE_TOLERANCE`, the window side in the
+    slide's pixels is scaled so that a window covers the same tissue as in
+    training (the network still takes ``input_size``: the resize to it
+    resamples to the training resolution), and the output stays at the
+    slide's own resolution. The list names each setting that differs from
+    the config's, as ``key: config -> checkpoint``.
     """
     if geometry is None:
         return dict(settings), []
@@ -56,4 +66,12 @@ def with_geometry(settings: dict[str, Any], geometry: dict[str, Any] | None) -> 
         if settings[key] != geometry[key]:
             changes.append(f"{key}: {settings[key]!r} -> {geometry[key]!r}")
         updated[key] = geometry[key]
+    model_mpp = geometry.get("mpp")
+    if model_mpp and slide_mpp and abs(model_mpp / slide_mpp - 1) > RESAMPLE_TOLERANCE:
+        tile = max(4, 4 * round(geometry["tile_size"] * model_mpp / slide_mpp / 4))
+        changes.append(
+            f"tile_size: {geometry['tile_size']} -> {tile} slide pixels (the slide's {slide_mpp:.4g} um pixels, "
+            f"the models' {model_mpp:.4g} um: windows resampled to the training resolution)"
+        )
+        updated["tile_size"] = tile
     return updated, changes

@@ -92,14 +92,14 @@ def fold_inputs(
     return FoldInputs(train, valid, stores, dict(pseudo_labels or {}))
 
 
-def training_geometry(tiles: pd.DataFrame, train: dict) -> dict:
+def training_geometry(tiles: pd.DataFrame, train: dict, mpp: float | None = None) -> dict:
     """The input geometry a model trained on ``tiles`` with the ``train`` settings expects at inference.
 
     Returns the keys of :data:`tilepipe.model.checkpoint.GEOMETRY_KEYS`: the
     tiles' level-0 side, ``train.input_size`` and ``train.read_level``, the
-    pixel size (None: not known to training yet) and the ImageNet
-    normalisation the loader applies. Raises InputError when the tiles have
-    more than one size.
+    training slides' pixel size ``mpp`` in micrometres (``data.mpp``; None
+    when not given) and the ImageNet normalisation the loader applies.
+    Raises InputError when the tiles have more than one size.
     """
     sizes = sorted(set(tiles["size"].astype(int)))
     if len(sizes) != 1:
@@ -108,7 +108,7 @@ def training_geometry(tiles: pd.DataFrame, train: dict) -> dict:
         "tile_size": sizes[0],
         "input_size": int(train["input_size"]),
         "read_level": train["read_level"],
-        "mpp": None,
+        "mpp": None if mpp is None else float(mpp),
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
     }
@@ -167,7 +167,8 @@ def _to_device(
 
 
 class FoldTrainer:
-    """Trains one fold from ``settings`` (sections seed, model, loss, train, sampling, tiles)."""
+    """Trains one fold from ``settings`` (sections seed, model, loss, train, sampling; ``mpp``, the
+    training slides' pixel size in micrometres, recorded in the checkpoint's geometry)."""
 
     def __init__(
         self,
@@ -208,7 +209,7 @@ class FoldTrainer:
             self.optimizer, T_max=max(1, self.train_cfg["epochs"] - 1), eta_min=self.train_cfg["min_lr"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and self.train_cfg["amp"])
-        self.geometry = training_geometry(inputs.train, self.train_cfg)
+        self.geometry = training_geometry(inputs.train, self.train_cfg, settings.get("mpp"))
         self.epoch = 0
         self.best_dice = -math.inf
         self.metrics: list[dict] = []

@@ -19,9 +19,11 @@ from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import with_geometry
 from tilepipe.model import load_ensemble
 from tilepipe.provenance import record_job
+from tilepipe.resources import bound_heap_growth
 from tilepipe.stores.slide import SlideStore
 
 torch.set_num_threads(snakemake.threads)
+bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
 
 runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
 models, geometry = load_ensemble(list(snakemake.input.models))

@@ -22,9 +22,11 @@ from tilepipe.inference.predict import predict_slide
 from tilepipe.inference.settings import with_geometry
 from tilepipe.model import load_ensemble
 from tilepipe.provenance import record_job
+from tilepipe.resources import bound_heap_growth
 from tilepipe.stores.slide import SlideStore
 
 torch.set_num_threads(snakemake.threads)
+bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
 
 slide = snakemake.wildcards.slide
 folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()

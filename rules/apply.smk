@@ -22,9 +22,9 @@ rule apply_ingest:
     params:
         ingest=section("ingest"),
         mpp=config["data"]["mpp"],
-        code=code("apply_ingest.py"),
+        code=code("ingest.py"),
     script:
-        "../workflow_scripts/apply_ingest.py"
+        "../workflow_scripts/ingest.py"
 
 
 rule apply_model:

@@ -15,25 +15,24 @@ logging.info("GPU: %s", gpu.describe())
 import torch
 
 from tilepipe.config import RUNTIME_KEYS
-from tilepipe.inference.predict import predict_slide
-from tilepipe.inference.settings import with_geometry
-from tilepipe.model import load_ensemble
+from tilepipe.inference.predict import predict_with_checkpoints
 from tilepipe.provenance import record_job
 from tilepipe.resources import bound_heap_growth
-from tilepipe.stores.slide import SlideStore
 
 torch.set_num_threads(snakemake.threads)
 bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
 
 runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
-models, geometry = load_ensemble(list(snakemake.input.models))
-pixel_size = SlideStore(snakemake.input.store).pixel_size(snakemake.params.mpp)
-logging.info("pixel size %.4g um (%s)", pixel_size.mpp, pixel_size.source)
-settings, changes = with_geometry(snakemake.params.inference, geometry, pixel_size.mpp)
-for change in changes:
-    logging.warning("the checkpoints' geometry replaces the config's %s", change)
-stats = predict_slide(
-    snakemake.input.store, snakemake.output[0], models, **settings, **runtime, device=snakemake.params.device
+stats, notes = predict_with_checkpoints(
+    snakemake.input.store,
+    snakemake.output[0],
+    snakemake.input.models,
+    snakemake.params.inference,
+    assumed_mpp=snakemake.params.mpp,
+    **runtime,
+    device=snakemake.params.device,
 )
-print(f"{snakemake.wildcards.slide}: {len(models)} models; {stats}", file=sys.stderr)
+for note in notes:
+    logging.info(note)
+print(f"{snakemake.wildcards.slide}: {len(snakemake.input.models)} models; {stats}", file=sys.stderr)
 record_job(snakemake, device=gpu.describe())

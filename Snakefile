@@ -22,6 +22,7 @@ include: "rules/infer.smk"
 include: "rules/pseudo.smk"
 include: "rules/submission.smk"
 include: "rules/objects.smk"
+include: "rules/apply.smk"
 include: "rules/eval.smk"
 
 
@@ -31,6 +32,7 @@ localrules:
     folds,
     write_submission,
     objects_summary,
+    apply_summary,
     eval_stage,
     eval_summary,
     plot_training,
@@ -67,3 +69,11 @@ rule all:
         "results/submission.csv",
         "results/objects/summary.csv",
         rules.eval.input,
+
+
+# Slides as users have them (apply.slides): NGFF stores, QuPath GeoJSON,
+# object tables and a summary under results/apply/.
+rule apply:
+    input:
+        expand("results/apply/{slide}.geojson", slide=list(APPLY_SLIDES)),
+        "results/apply/summary.csv" if APPLY_SLIDES else [],

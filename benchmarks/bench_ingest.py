@@ -58,7 +58,7 @@ from tilepipe.io.tiff import SlideTiff
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 # The schema defaults of ingest.chunk and ingest.min_level_size; two threads, as the machine has.
-INGEST = {"chunk": 512, "min_level_size": 1024, "threads": 2}
+INGEST = {"chunk": 512, "min_level_size": 1024, "threads": 2, "assumed_mpp": 0.5}
 TIME_LAYOUTS = ["tiled-zlib", "tiled-lzw", "tiled-jpeg", "strip-raw", "strips-lzw"]
 TEXTURE = skimage.data.immunohistochemistry()  # (512, 512, 3) uint8 stained tissue
 CELL = TEXTURE.shape[0]

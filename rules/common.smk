@@ -13,6 +13,7 @@ from tilepipe.io.kaggle import (
 )
 from tilepipe.demo.plan import plan_demo
 from tilepipe.inference.settings import prediction_settings
+from tilepipe.io.user_inputs import list_model_files, list_slides
 from tilepipe.model.pretrained import pretrained_file
 from tilepipe.provenance import provenance_path, script_code_hash
 from tilepipe.resources import training_memory_mb
@@ -194,6 +195,27 @@ def stage_models(stage):
     return expand(
         "results/models/{stage}/fold{fold}/model.pt", stage=stage, fold=fold_ids()
     )
+
+
+# ------------------------------------------------------------------- apply
+# Slides as users have them, listed and checked before any job; their
+# ensemble: this run's final-stage models, or a folder's (imported by
+# rule apply_model).
+APPLY_SLIDES = (
+    {} if config["apply"]["slides"] is None else list_slides(config["apply"]["slides"])
+)
+APPLY_MODEL_FILES = (
+    []
+    if config["apply"]["models"] is None
+    else list_model_files(config["apply"]["models"])
+)
+APPLY_MODELS = (
+    stage_models(FINAL_STAGE)
+    if config["apply"]["models"] is None
+    else [
+        f"results/apply/models/fold{k}/model.pt" for k in range(len(APPLY_MODEL_FILES))
+    ]
+)
 
 
 def predictions(stage, ids):

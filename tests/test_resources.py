@@ -58,3 +58,11 @@ def test_workers_add_memory_and_unknown_encoders_take_the_largest_figures():
 
 def test_the_demo_asks_for_little():
     assert request(encoder="resnet18", size=64, batch=8) <= 2000
+
+
+def test_heap_growth_is_bounded_on_glibc():
+    import platform
+
+    from tilepipe.resources import bound_heap_growth
+
+    assert bound_heap_growth() == (platform.libc_ver()[0] == "glibc")

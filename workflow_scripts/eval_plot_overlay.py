@@ -13,7 +13,7 @@ from tilepipe.stores.slide import SlideStore
 slide, stage = snakemake.wildcards.slide, snakemake.wildcards.stage
 store = SlideStore(snakemake.input.store)
 truth = store.labels
-if "truth" in snakemake.input:
+if snakemake.input.get("truth") is not None:
     truth = read_truth_rows(snakemake.input.truth, slide, store.shape)
 threshold = snakemake.params.threshold
 plot_overlay(

@@ -1,4 +1,5 @@
-"""Ingest one slide: TIFF (+ RLE or polygons) -> results/slides/{id}.zarr."""
+"""Ingest one slide: TIFF (+ RLE or polygons from the dataset) -> results/slides/{id}.zarr; a slide a user
+brought (rule apply_ingest, no dataset tables) -> results/apply/{id}.zarr without labels."""
 
 import sys
 
@@ -19,14 +20,19 @@ zarr.config.set({"threading.max_workers": snakemake.threads})
 cv2.setNumThreads(snakemake.threads)
 
 slide_id = snakemake.wildcards.slide
-dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
+labels = {}
+if snakemake.input.get("tables") is not None:
+    dataset = KaggleDataset(Path(snakemake.input.tables[0]).parent)
+    labels = {
+        "rle": dataset.rle(slide_id),
+        "label_source": f"{dataset.root / TRAIN_CSV} (id {slide_id})",
+        "polygons_path": dataset.polygons_path(slide_id),
+        "expected_shape": dataset.expected_shape(slide_id),
+    }
 pixel_size = ingest_slide(
     snakemake.input.tiff,
     snakemake.output[0],
-    rle=dataset.rle(slide_id),
-    label_source=f"{dataset.root / TRAIN_CSV} (id {slide_id})",
-    polygons_path=dataset.polygons_path(slide_id),
-    expected_shape=dataset.expected_shape(slide_id),
+    **labels,
     chunk=snakemake.params.ingest["chunk"],
     min_level_size=snakemake.params.ingest["min_level_size"],
     threads=snakemake.threads,

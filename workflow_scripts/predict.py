@@ -18,34 +18,30 @@ import torch
 from tilepipe.config import RUNTIME_KEYS
 from tilepipe.data.folds import read_folds
 from tilepipe.inference.members import models_for_slide
-from tilepipe.inference.predict import predict_slide
-from tilepipe.inference.settings import with_geometry
-from tilepipe.model import load_ensemble
+from tilepipe.inference.predict import predict_with_checkpoints
 from tilepipe.provenance import record_job
-from tilepipe.stores.slide import SlideStore
+from tilepipe.resources import bound_heap_growth
 
 torch.set_num_threads(snakemake.threads)
+bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
 
 slide = snakemake.wildcards.slide
 folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()
 paths = models_for_slide(snakemake.input.models, folds, slide, snakemake.input.folds)
 runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
-# Each checkpoint read once; the models' own input geometry (tile size, input size, read level,
-# normalisation) replaces the config's, and members must agree on it.
-models, geometry = load_ensemble(paths)
-pixel_size = SlideStore(snakemake.input.store).pixel_size(snakemake.params.mpp)
-logging.info("pixel size %.4g um (%s)", pixel_size.mpp, pixel_size.source)
-settings, changes = with_geometry(snakemake.params.inference, geometry, pixel_size.mpp)
-for change in changes:
-    logging.warning("the checkpoints' geometry replaces the config's %s", change)
-stats = predict_slide(
+# The models' own input geometry (tile size, input size, read level, normalisation) replaces
+# the config's, members must agree on it, and windows follow the slide's pixel size.
+stats, notes = predict_with_checkpoints(
     snakemake.input.store,
     snakemake.output[0],
-    models,
-    **settings,
+    paths,
+    snakemake.params.inference,
+    assumed_mpp=snakemake.params.mpp,
     **runtime,
     device=snakemake.params.device,
 )
+for note in notes:
+    logging.info(note)
 print(f"{slide}: models {paths}; {stats}", file=sys.stderr)
 
 record_job(snakemake, device=gpu.describe())

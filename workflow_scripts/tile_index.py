@@ -8,7 +8,7 @@ from tilepipe.data.tile_index import build_tile_index, write_tile_index
 from tilepipe.provenance import record_job
 
 tiles = snakemake.params.tiles
-pseudo = "labels" in snakemake.input
+pseudo = snakemake.input.get("labels") is not None
 index = build_tile_index(
     snakemake.input[0],
     snakemake.wildcards.slide,

@@ -27,7 +27,7 @@ torch.set_num_threads(max(1, snakemake.threads - snakemake.config["train"]["num_
 settings = dict(snakemake.params.settings)
 runtime = {k: snakemake.config["train"][k] for k in RUNTIME_KEYS["train"]}  # not params: speed only
 settings["train"] = {**settings["train"], **runtime}
-pseudo = "pseudo_tiles" in snakemake.input
+pseudo = snakemake.input.get("pseudo_tiles") is not None
 train_fold(
     tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.tiles], ignore_index=True),
     folds=read_folds(snakemake.input.folds),

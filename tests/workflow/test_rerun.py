@@ -96,7 +96,7 @@ def test_lr_change_reruns_every_training_and_downstream_only(run):
     jobs = scheduled_jobs(run_snakemake(run, "-n", overlay=overlay))
     ran = jobs_by_rule(run)
     counts = {rule: sum(j.rule == rule for j in jobs) for rule in {j.rule for j in jobs}}
-    downstream = ("predict", "pseudo_labels", "pseudo_tile_index", "write_submission")
+    downstream = ("predict", "pseudo_labels", "pseudo_tile_index", "write_submission", "objects", "objects_summary")
     assert counts == {"train_model": ran["train_model"], **{r: ran[r] for r in downstream}, "submission": 1}
     folds = fold_numbers(run)
     assert ran["train_model"] == 2 * len(folds), "both stages, every fold"
@@ -132,7 +132,7 @@ def test_runtime_only_setting_change_reruns_nothing(run, section, key):
 def test_list_changes_names_the_submission_after_a_threshold_change(run):
     overlay = {**TINY, "inference": {**TINY["inference"], "threshold": 0.35}}
     listed = run_snakemake(run, "--list-changes", "params", overlay=overlay)
-    assert params_changed_rules(run, listed) == {"write_submission"}
+    assert params_changed_rules(run, listed) == {"write_submission", "objects"}, "the objects are cut at it too"
     assert "results/submission.csv" in listed.stdout.split()
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.runner import REPO, TINY, run_snakemake, scheduled_jobs, scheduled_rules
+from tests.workflow.runner import REPO, TINY, copy_run, run_snakemake, scheduled_jobs, scheduled_rules
 from tilepipe import provenance
 from tilepipe.provenance import provenance_path
 from tilepipe.stores.slide import SlideStore
@@ -123,3 +123,18 @@ def test_every_job_records_its_provenance(tiny_run):
         if job.rule == "tile_index":
             assert record["params"]["tiles"] == {**config["tiles"], **TINY["tiles"]}
             assert record["seed"] is None and "torch" not in record["packages"], "a torch-free job"
+
+
+def test_stage_two_trains_on_the_pseudo_labelled_tiles(tiny_run, tmp_path):
+    """With every pixel pseudo-labelled (threshold 0), the pseudo tile index holds masked tiles and stage 2 uses them."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    overlay = {**TINY, "pseudo": {**TINY.get("pseudo", {}), "threshold": 0.0}}
+    run_snakemake(run, "train", overlay=overlay)
+    pseudo = [pd.read_parquet(p) for p in sorted((run / "results/tiles/pseudo").glob("*.parquet"))]
+    assert pseudo and all(len(t) and t["is_masked"].all() for t in pseudo), "masked pseudo tiles only"
+
+    def training_tiles(stage: str) -> int:
+        log = (run / f"results/models/{stage}/fold0/train.log").read_text()
+        return int(re.search(r"fold 0 on \w+: (\d+) training tiles", log).group(1))
+
+    assert training_tiles("stage2") > training_tiles("stage1"), "stage 2 adds the pseudo-labelled tiles"

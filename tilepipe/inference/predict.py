@@ -54,13 +54,15 @@ from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalisation,
 from tilepipe.data.tissue import tissue_mask
 from tilepipe.errors import InputError
 from tilepipe.inference.ensemble import Ensemble
+from tilepipe.inference.settings import with_geometry
 from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_read_level, choose_tissue_level
+from tilepipe.model.checkpoint import load_ensemble
 from tilepipe.model.device import select_device
 from tilepipe.stores.ngff import relative_source
 from tilepipe.stores.probability import create_probability
 from tilepipe.stores.slide import SlideStore
 
-__all__ = ["predict_slide", "tissue_fractions"]
+__all__ = ["predict_slide", "predict_with_checkpoints", "tissue_fractions"]
 
 
 def predict_slide(
@@ -170,6 +172,33 @@ def predict_slide(
         store.copy_pixel_size_to(zarr.open_group(tmp, mode="r+"))
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def predict_with_checkpoints(
+    store_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    checkpoints: Sequence[str | os.PathLike],
+    settings: dict,
+    *,
+    assumed_mpp: float,
+    **runtime,
+) -> tuple[dict, list[str]]:
+    """Predict ``store_path`` with the ensemble of the ``checkpoints`` files, as the models were trained.
+
+    Each checkpoint is read once; their geometry replaces that of
+    ``settings`` (``prediction_settings``), and windows are resampled when
+    the slide's recorded pixel size (``assumed_mpp`` micrometres when it
+    has none) differs from the models' (:func:`tilepipe.inference.settings.with_geometry`).
+    ``runtime``: the other :func:`predict_slide` arguments (batch size,
+    device, ...). Returns its stats and notes for the log: the pixel size
+    and where it came from, and each setting that changed.
+    """
+    models, geometry = load_ensemble(list(checkpoints))
+    pixel_size = SlideStore(store_path).pixel_size(assumed_mpp)
+    settings, changes = with_geometry(settings, geometry, pixel_size.mpp)
+    notes = [f"pixel size {pixel_size.mpp:.4g} um ({pixel_size.source})"]
+    notes += [f"the checkpoints' geometry replaces the config's {change}" for change in changes]
+    return predict_slide(store_path, out_path, models, **settings, **runtime), notes
 
 
 def tissue_fractions(

@@ -1,0 +1,38 @@
+"""Predict one slide a user brought with the whole fold ensemble (rule apply_predict)."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import logging
+
+from tilepipe.gpu_slots import claim_gpu
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+gpu = claim_gpu(timeout=float("inf"))  # before torch starts CUDA; wait for a free GPU (tilepipe.gpu_slots)
+logging.info("GPU: %s", gpu.describe())
+
+import torch
+
+from tilepipe.config import RUNTIME_KEYS
+from tilepipe.inference.predict import predict_with_checkpoints
+from tilepipe.provenance import record_job
+from tilepipe.resources import bound_heap_growth
+
+torch.set_num_threads(snakemake.threads)
+bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
+
+runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
+stats, notes = predict_with_checkpoints(
+    snakemake.input.store,
+    snakemake.output[0],
+    snakemake.input.models,
+    snakemake.params.inference,
+    assumed_mpp=snakemake.params.mpp,
+    **runtime,
+    device=snakemake.params.device,
+)
+for note in notes:
+    logging.info(note)
+print(f"{snakemake.wildcards.slide}: {len(snakemake.input.models)} models; {stats}", file=sys.stderr)
+record_job(snakemake, device=gpu.describe())

@@ -164,6 +164,7 @@ def test_finished_run_leaves_no_resumable_state(straight):
     assert not list((straight / "state").iterdir()), "a finished job must not resume on its next run"
 
 
+@pytest.mark.faults
 def test_killed_run_resumes_bit_identical(dataset, straight, tmp_path, monkeypatch):
     original = kill_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):

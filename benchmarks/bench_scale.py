@@ -411,30 +411,20 @@ def mask_rle(shapes: list[tuple[int, int, int, int, float]], width: int, height:
 
     from tilepipe.io import rle
 
-    starts, lengths, run_end, foreground = [], [], -1, 0
-    for x0 in range(0, width, MASK_BLOCK_COLUMNS):
-        block = np.zeros((height, min(MASK_BLOCK_COLUMNS, width - x0)), np.uint8)
-        for cx, cy, ax, ay, angle in shapes:
-            if cx + max(ax, ay) >= x0 and cx - max(ax, ay) < x0 + block.shape[1]:
-                cv2.ellipse(block, (cx - x0, cy), (ax, ay), angle, 0, 360, 1, thickness=-1)
-        foreground += int(np.count_nonzero(block))
-        block_starts, block_lengths = rle.runs_of(block)
-        if block_starts.size == 0:
-            continue
-        block_starts += x0 * height
-        if block_starts[0] == run_end:
-            lengths[-1][-1] += block_lengths[0]
-            block_starts, block_lengths = block_starts[1:], block_lengths[1:]
-        if block_starts.size:
-            starts.append(block_starts)
-            lengths.append(block_lengths)
-        run_end = int(starts[-1][-1] + lengths[-1][-1])
-    if not starts:
-        return "", 0.0
-    pairs = np.empty(sum(s.size for s in starts) * 2, dtype=np.int64)
-    pairs[0::2] = np.concatenate(starts) + 1
-    pairs[1::2] = np.concatenate(lengths)
-    return rle.join_decimal(pairs), foreground / (width * height)
+    foreground = 0
+
+    def blocks():
+        nonlocal foreground
+        for x0 in range(0, width, MASK_BLOCK_COLUMNS):
+            block = np.zeros((height, min(MASK_BLOCK_COLUMNS, width - x0)), np.uint8)
+            for cx, cy, ax, ay, angle in shapes:
+                if cx + max(ax, ay) >= x0 and cx - max(ax, ay) < x0 + block.shape[1]:
+                    cv2.ellipse(block, (cx - x0, cy), (ax, ay), angle, 0, 360, 1, thickness=-1)
+            foreground += int(np.count_nonzero(block))
+            yield x0, block
+
+    encoded = rle.encode_column_blocks(blocks(), height)
+    return encoded, foreground / (width * height)
 
 
 def generate(files: dict[str, Path], args) -> None:

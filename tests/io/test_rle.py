@@ -246,3 +246,14 @@ def test_encode_converts_other_layouts_band_by_band():
         for converted in (mask.astype(np.int32), mask[:, :2047], np.asfortranarray(mask)):
             assert peak_bytes(rle.encode, converted) < 0.25 * mask.nbytes
         assert rle.encode(mask.astype(np.int32)) == rle.encode(np.asfortranarray(mask)) == expected
+
+
+@pytest.mark.parametrize("width", [1, 7, 64])
+def test_column_blocks_encode_as_the_whole_mask(width):
+    """Runs that continue from the bottom of one block into the top of the next are merged."""
+    rng = np.random.default_rng(width)
+    mask = (rng.random((23, 150)) < 0.4).astype(np.uint8)
+    mask[-3:, 63] = mask[:4, 64] = 1  # a run across the block boundary at x = 64
+    blocks = ((x0, mask[:, x0 : x0 + width]) for x0 in range(0, mask.shape[1], width))
+    assert rle.encode_column_blocks(blocks, mask.shape[0]) == rle.encode(mask)
+    assert rle.encode_column_blocks(iter([]), 23) == "" == rle.encode(np.zeros((23, 150), np.uint8))

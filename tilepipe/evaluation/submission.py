@@ -22,8 +22,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 from tilepipe.io import rle
@@ -46,26 +44,8 @@ def encode_prediction(prob_store_path: str | os.PathLike, threshold: float, *, b
     height, width = probability.shape
     chunk_width = probability.chunks[1]
     block = max(1, block_bytes // (height * chunk_width)) * chunk_width
-    starts, lengths = [], []
-    run_end = -1  # exclusive column-major end of the last run so far
-    for x0 in range(0, width, block):
-        block_starts, block_lengths = rle.runs_of(probability[:, x0 : x0 + block] >= cutoff)
-        if block_starts.size == 0:
-            continue
-        block_starts += x0 * height
-        if block_starts[0] == run_end:
-            lengths[-1][-1] += block_lengths[0]
-            block_starts, block_lengths = block_starts[1:], block_lengths[1:]
-        if block_starts.size:
-            starts.append(block_starts)
-            lengths.append(block_lengths)
-        run_end = int(starts[-1][-1] + lengths[-1][-1])
-    if not starts:
-        return ""
-    pairs = np.empty(sum(s.size for s in starts) * 2, dtype=np.int64)
-    pairs[0::2] = np.concatenate(starts) + 1
-    pairs[1::2] = np.concatenate(lengths)
-    return rle.join_decimal(pairs)
+    blocks = ((x0, probability[:, x0 : x0 + block] >= cutoff) for x0 in range(0, width, block))
+    return rle.encode_column_blocks(blocks, height)
 
 
 def write_submission(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from tilepipe.errors import InputError
 
-__all__ = ["Runs", "decode", "encode", "join_decimal", "parse", "runs_of"]
+__all__ = ["Runs", "decode", "encode", "encode_column_blocks", "join_decimal", "parse", "runs_of"]
 
 # Bytes of mask per row band while encoding: small enough to stay in cache.
 _BAND_BYTES = 4 << 20
@@ -198,6 +198,37 @@ def encode(mask: np.ndarray) -> str:
     pairs = np.empty(starts.size * 2, dtype=np.int64)
     pairs[0::2] = starts + 1
     pairs[1::2] = lengths
+    return join_decimal(pairs)
+
+
+def encode_column_blocks(blocks: Iterable[tuple[int, np.ndarray]], height: int) -> str:
+    """Return the Kaggle RLE of a mask given as column blocks, never holding the whole mask.
+
+    ``blocks`` yields ``(x0, block)`` left to right, ``block`` the ``(height,
+    w)`` 0/1 or bool columns ``x0 : x0 + w``, adjacent and covering the mask.
+    A run that ends at the bottom of one block's last column and goes on at
+    the top of the next block's first column is merged, so the result
+    equals :func:`encode` of the whole mask.
+    """
+    starts, lengths = [], []
+    run_end = -1  # exclusive column-major end of the last run so far
+    for x0, block in blocks:
+        block_starts, block_lengths = runs_of(block)
+        if block_starts.size == 0:
+            continue
+        block_starts += x0 * height
+        if block_starts[0] == run_end:
+            lengths[-1][-1] += block_lengths[0]
+            block_starts, block_lengths = block_starts[1:], block_lengths[1:]
+        if block_starts.size:
+            starts.append(block_starts)
+            lengths.append(block_lengths)
+        run_end = int(starts[-1][-1] + lengths[-1][-1])
+    if not starts:
+        return ""
+    pairs = np.empty(sum(s.size for s in starts) * 2, dtype=np.int64)
+    pairs[0::2] = np.concatenate(starts) + 1
+    pairs[1::2] = np.concatenate(lengths)
     return join_decimal(pairs)
 
 

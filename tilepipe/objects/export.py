@@ -62,14 +62,16 @@ TABLE_COLUMNS = [
 def outline(mask: np.ndarray, x0: int, y0: int) -> dict[str, Any]:
     """Return the GeoJSON geometry of the pixels set in ``mask`` ``(y, x)`` placed at level-0 ``(x0, y0)``.
 
-    A ``Polygon`` (exterior, then holes) for one 8-connected object, a
-    ``MultiPolygon`` if the pixels form several pieces; coordinates are
-    level-0 pixel edges as integers.
+    A ``Polygon`` (exterior, then holes), or a ``MultiPolygon`` of its
+    4-connected pieces where an 8-connected object's pixels touch only at
+    corners (a single ring through such a corner would cross itself, which
+    QuPath's JTS and shapely call invalid); coordinates are level-0 pixel
+    edges as integers.
     """
     pieces = [
         [[[int(x), int(y)] for x, y in ring] for ring in geometry["coordinates"]]
         for geometry, _ in shapes(
-            mask.astype(np.uint8), mask=mask.astype(bool), connectivity=8, transform=Affine.translation(x0, y0)
+            mask.astype(np.uint8), mask=mask.astype(bool), connectivity=4, transform=Affine.translation(x0, y0)
         )
     ]
     if len(pieces) == 1:

@@ -71,9 +71,9 @@ rule apply_predict:
         inference=prediction_settings(config),
         mpp=config["data"]["mpp"],
         device=config["train"]["device"],
-        code=code("apply_predict.py"),
+        code=code("predict.py"),
     script:
-        "../workflow_scripts/apply_predict.py"
+        "../workflow_scripts/predict.py"
 
 
 rule apply_objects:

@@ -1,4 +1,5 @@
-"""Predict one slide with a stage's fold ensemble (a train slide: only the fold that held it out)."""
+"""Predict one slide with a stage's fold ensemble (a train slide: only the fold that held it out); for
+rule apply_predict (no folds.csv input), a slide a user brought with every model."""
 
 import sys
 
@@ -26,8 +27,10 @@ torch.set_num_threads(snakemake.threads)
 bound_heap_growth()  # batches of varying size would otherwise grow glibc's heap (tilepipe.resources)
 
 slide = snakemake.wildcards.slide
-folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()
-paths = models_for_slide(snakemake.input.models, folds, slide, snakemake.input.folds)
+paths = list(snakemake.input.models)
+if snakemake.input.get("folds") is not None:
+    folds = read_folds(snakemake.input.folds).set_index("slide")["fold"].to_dict()
+    paths = models_for_slide(paths, folds, slide, snakemake.input.folds)
 runtime = {k: snakemake.config["inference"][k] for k in RUNTIME_KEYS["inference"]}  # not params: speed only
 # The models' own input geometry (tile size, input size, read level, normalisation) replaces
 # the config's, members must agree on it, and windows follow the slide's pixel size.

@@ -89,7 +89,7 @@ def ingest_slide(
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     with SlideTiff(tiff_path) as slide:
-        pixel_size = read_pixel_size(tiff_path, assumed_mpp)
+        pixel_size = read_pixel_size(tiff_path, assumed_mpp, slide.tif)
         height, width = slide.shape
         if expected_shape is not None and tuple(expected_shape) != (height, width):
             eh, ew = expected_shape

@@ -54,20 +54,29 @@ class PixelSize:
         return (self.x_um + self.y_um) / 2
 
 
-def read_pixel_size(path: str | os.PathLike, assumed_um: float) -> PixelSize:
+def read_pixel_size(path: str | os.PathLike, assumed_um: float, tif: tifffile.TiffFile | None = None) -> PixelSize:
     """Return the pixel size the TIFF at ``path`` states, or ``assumed_um`` (``data.mpp``) when it states none.
 
-    Raises :class:`InputError` naming the file when it is not a readable TIFF.
+    ``tif``: the file already open (ingest's reader), so it is not parsed
+    again. Raises :class:`InputError` naming the file when it is not a
+    readable TIFF.
     """
     try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            found = _from_ome(tif.ome_metadata if tif.is_ome else None)
-            found = found or _from_aperio(page.description)
-            found = found or _from_resolution(page)
+        if tif is not None:
+            found = _stated(tif)
+        else:
+            with tifffile.TiffFile(path) as opened:
+                found = _stated(opened)
     except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as err:
         raise InputError(path, f"cannot read the pixel size: {err}") from err
     return found or PixelSize(assumed_um, assumed_um, f"not stated by the slide; assumed data.mpp = {assumed_um}")
+
+
+def _stated(tif: tifffile.TiffFile) -> PixelSize | None:
+    page = tif.pages.first
+    return (
+        _from_ome(tif.ome_metadata if tif.is_ome else None) or _from_aperio(page.description) or _from_resolution(page)
+    )
 
 
 def _plausible(x: float, y: float) -> bool:

@@ -60,9 +60,9 @@ class SlideStore:
 
     def copy_pixel_size_to(self, group: zarr.Group) -> None:
         """Give the multiscales of ``group`` (a label store of this slide) the slide's recorded pixel size, if any."""
-        recorded = self.group.attrs.get("tilepipe", {}).get("pixel_size")
-        if recorded is not None:
-            set_pixel_size(group, float(recorded["y_um"]), float(recorded["x_um"]))
+        if self.group.attrs.get("tilepipe", {}).get("pixel_size") is not None:
+            size = self.pixel_size(assumed_um=0.0)
+            set_pixel_size(group, size.y_um, size.x_um)
 
     def pixel_size(self, assumed_um: float) -> PixelSize:
         """The level-0 pixel size ingest recorded (``attrs["tilepipe"]["pixel_size"]``), in micrometres.

@@ -53,6 +53,7 @@ rule apply_predict:
         models=APPLY_MODELS,
     output:
         directory("results/apply/predictions/{slide}.zarr"),
+        windows="results/apply/predictions/{slide}.windows.csv",
         provenance=provenance("results/apply/predictions/{slide}.zarr"),
     log:
         "results/logs/apply_predict/{slide}.log",

@@ -9,6 +9,7 @@ rule predict:
         folds="results/folds.csv",
     output:
         directory("results/predictions/{stage}/{slide}.zarr"),
+        windows="results/predictions/{stage}/{slide}.windows.csv",
         provenance=provenance("results/predictions/{stage}/{slide}.zarr"),
     log:
         "results/logs/predict/{stage}/{slide}.log",
@@ -23,8 +24,11 @@ rule predict:
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         # What a prediction depends on: not inference.threshold (only the
-        # submission cuts at it), not the runtime-only batch size.
-        inference=prediction_settings(config),
+        # submission cuts at it), not the runtime-only batch size. Out-of-fold
+        # predictions run every window (no gate): eval applies and sweeps it.
+        inference=lambda wildcards: prediction_settings(
+            config, gate=wildcards.slide not in OOF_IDS
+        ),
         mpp=config["data"]["mpp"],
         device=config["train"]["device"],
         code=code("predict.py"),

@@ -8,7 +8,7 @@ import math
 
 from tilepipe.objects.export import write_objects
 from tilepipe.provenance import record_job
-from tilepipe.stores.probability import foreground_cutoff, read_probability
+from tilepipe.stores.probability import foreground_cutoff, read_probability, read_uncertainty
 from tilepipe.stores.slide import SlideStore
 
 size = SlideStore(snakemake.input.store).pixel_size(snakemake.params.mpp)
@@ -21,6 +21,7 @@ rows = write_objects(
     slide_id=snakemake.wildcards.slide,
     mpp=size.mpp,
     min_area=min_area,
+    uncertainty=read_uncertainty(snakemake.input.prediction),
 )
 print(f"{snakemake.wildcards.slide}: {len(rows)} objects of at least {min_area} px; pixel size {size}", file=sys.stderr)
 record_job(snakemake)

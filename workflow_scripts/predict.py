@@ -42,6 +42,7 @@ stats, notes = predict_with_checkpoints(
     assumed_mpp=snakemake.params.mpp,
     **runtime,
     device=snakemake.params.device,
+    windows_path=snakemake.output.windows,
 )
 for note in notes:
     logging.info(note)

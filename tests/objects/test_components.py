@@ -7,14 +7,16 @@ import pytest
 from tilepipe.objects.components import find_objects, object_mask
 
 
-def reference(values: np.ndarray, cutoff: int, extra: np.ndarray) -> list[tuple]:
-    """Whole-image 8-connected components: (y0, x0, y1, x1, area, value sum, extra sum), sorted by (y0, x0)."""
+def reference(values: np.ndarray, cutoff: int, extra: np.ndarray, extra_cutoff: int) -> list[tuple]:
+    """Whole-image 8-connected components: (y0, x0, y1, x1, area, value sum, extra sum, extra count at
+    ``extra_cutoff``), sorted by (y0, x0)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats((values >= cutoff).astype(np.uint8), connectivity=8)
     rows = []
     for label in range(1, n):
         x, y, w, h, area = stats[label]
         inside = labels == label
-        rows.append((y, x, y + h, x + w, area, int(values[inside].sum()), int(extra[inside].sum())))
+        high = int((extra[inside] >= extra_cutoff).sum())
+        rows.append((y, x, y + h, x + w, area, int(values[inside].sum()), int(extra[inside].sum()), high))
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
@@ -34,12 +36,13 @@ def blobs(shape, seed, count=40) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bands_give_the_whole_image_components(band_rows, seed):
     values, extra = blobs((300, 410), seed)
-    found = find_objects(values, 128, extra=extra, band_rows=band_rows)
+    found = find_objects(values, 128, extra=extra, extra_cutoff=200, band_rows=band_rows)
     got = [
         (*map(int, found.box[i]), int(found.area[i]), int(found.value_sum[i]), int(found.extra_sum[i]))
+        + (int(found.extra_high[i]),)
         for i in range(len(found))
     ]
-    assert got == reference(values, 128, extra)
+    assert got == reference(values, 128, extra, 200)
 
 
 def test_an_object_crossing_many_bands_is_one_object_and_its_seed_recovers_it():

@@ -91,8 +91,26 @@ def test_uncertainty_is_averaged_per_object(tmp_path):
         values, 128, tmp_path / "s.json", tmp_path / "s.csv", slide_id="s", mpp=1, min_area=4, uncertainty=spread
     )
     assert {r["mean_uncertainty"] for r in rows} == {0.2}
+    assert {r["uncertain_fraction"] for r in rows} == {0.0}
     feature = json.loads((tmp_path / "s.json").read_text())["features"][0]
     assert feature["properties"]["measurements"]["Mean uncertainty"] == 0.2
+
+
+def test_the_uncertain_fraction_counts_pixels_whose_spread_reaches_the_cutoff(tmp_path):
+    values = slide()
+    spread = np.zeros(values.shape, np.uint8)
+    spread[:, ::4] = export.UNCERTAIN_SPREAD  # a quarter of every object's columns, give or take its edges
+    spread[:, 1::4] = export.UNCERTAIN_SPREAD - 1  # just below: not counted
+    rows = export.write_objects(
+        values, 128, tmp_path / "s.json", tmp_path / "s.csv", slide_id="s", mpp=1, min_area=4, uncertainty=spread
+    )
+    for row in rows:  # the fixture's objects have boxes of their own
+        inside = values[row["y0"] : row["y1"], row["x0"] : row["x1"]] >= 128
+        assert inside.sum() == row["area_px"]
+        columns = np.arange(row["x0"], row["x1"])[None, :].repeat(inside.shape[0], axis=0)
+        expected = ((columns % 4 == 0) & inside).sum() / inside.sum()
+        assert row["uncertain_fraction"] == pytest.approx(expected, abs=1e-4)
+    assert any(row["uncertain_fraction"] > 0.2 for row in rows)
 
 
 def test_an_empty_slide_gives_an_empty_collection(tmp_path):

@@ -6,7 +6,8 @@ Run in a subprocess (the API changes the working directory and sets up
 Snakemake's logging); ``tests.workflow.runner.parse_workflow`` calls it.
 Per rule: wildcard constraints, whether it is local, mem_mb/runtime/gpu for
 attempts 1-3 and its plain params; and the workflow's global constraints,
-globals, and the training settings of stage 1.
+globals, the training settings of stage 1 and predict's inference params
+for an out-of-fold and a test slide.
 """
 
 import json
@@ -41,11 +42,17 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
             "params": {k: v for k, v in rule.params.items() if not callable(v)},
         }
     names = workflow.globals
+    predict_inference = dict(workflow.get_rule("predict").params.items())["inference"]
     facts = {
         "global_constraints": dict(workflow.wildcard_constraints),
         "rules": rules,
         "globals": sorted(k for k in names if not k.startswith("_")),
         "runtime_keys_shared": names.get("RUNTIME_KEYS") is getattr(tilepipe.config, "RUNTIME_KEYS", None),
         "training_settings": names["training_settings"]("stage1"),
+        # predict's inference params for the first out-of-fold and the first test slide
+        "predict_inference": {
+            kind: predict_inference(Wildcards(fromdict={"stage": "stage1", "slide": names[ids][0]}))
+            for kind, ids in (("oof", "OOF_IDS"), ("test", "TEST_IDS"))
+        },
     }
 Path(out).write_text(json.dumps(facts, default=str))

@@ -105,12 +105,23 @@ def test_runtime_keys_have_one_definition(parsed):
 def test_runtime_keys_are_not_params(parsed):
     keys = runtime_keys()
     assert not set(keys["train"]) & set(parsed["training_settings"]["train"])
-    predict = parsed["rules"]["predict"]["params"]["inference"]
+    predict = parsed["predict_inference"]["test"]
+    assert parsed["rules"]["apply_predict"]["params"]["inference"] == predict
     assert not {"threshold", *keys["inference"]} & set(predict)
     assert {"tta", "tile_size", "input_size"} <= set(predict)
     # Every inference setting is a param of predict, runtime-only, or the submission's threshold.
     schema = tilepipe.config.defaults("inference")
     assert set(schema) == (set(schema) & set(predict)) | set(keys["inference"]) | {"threshold"}
+
+
+def test_out_of_fold_predictions_are_ungated_and_the_others_gated(parsed):
+    """Eval sweeps the classification gate from out-of-fold window tables, so those run every window."""
+    oof, test = parsed["predict_inference"]["oof"], parsed["predict_inference"]["test"]
+    assert test["clf_threshold"] == tilepipe.config.defaults("inference")["clf_threshold"] is not None
+    assert oof["clf_threshold"] is None
+    assert {k: v for k, v in oof.items() if k != "clf_threshold"} == {
+        k: v for k, v in test.items() if k != "clf_threshold"
+    }
 
 
 def test_the_slurm_ci_caps_exactly_the_requests_above_its_node(parsed, capsys):

@@ -1,13 +1,19 @@
 """The fold ensemble with flip TTA: models x flips on one device, gated by the classification head.
 
 Inputs are batches of windows scaled for the models, ``(b, 3, S, S)``
-float32; outputs are the kept centres of the windows as uint8
-``round(p * 255)`` (the probability stores' scale).
+float32; outputs are, per window, the classification probability and,
+for the windows that pass the gate, the kept centres of the mean
+probability and of the ensemble's spread, both uint8 (the probability
+stores' scale: ``round(p * 255)``; the spread ``round(min(2 sigma, 1) * 255)``,
+sigma the standard deviation of the probability over the R = models x
+flips runs, so 255 is the most the runs can disagree: half of them at 0,
+half at 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,11 +25,26 @@ from tilepipe.inference.windows import CentreGrid, Window
 from tilepipe.model.device import autocast
 from tilepipe.stores.probability import PROBABILITY_SCALE
 
-__all__ = ["FLIPS", "Ensemble"]
+__all__ = ["FLIPS", "BatchPrediction", "Ensemble"]
 
 
 # Flip name -> the tensor dims it reverses on (b, c, y, x); each flip is its own inverse.
 FLIPS = {"none": (), "hflip": (-1,), "vflip": (-2,), "hvflip": (-2, -1)}
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """What the ensemble says about a batch of windows.
+
+    ``clf``: (b,) float64, each window's classification probability (mean
+    over models and flips), or None when the models have no classification
+    head. ``centres``: ``(window, probability, spread)`` for each window that
+    passed the gate, both ``(centre_height, centre_width)`` uint8 (the
+    module docstring's scales).
+    """
+
+    clf: np.ndarray | None
+    centres: list[tuple[Window, np.ndarray, np.ndarray]]
 
 
 class Ensemble:
@@ -57,68 +78,103 @@ class Ensemble:
         self.autocast = autocast(device, amp)
 
     @torch.inference_mode()
-    def predict_centres(
-        self, inputs: np.ndarray, grid: CentreGrid, windows: list[Window]
-    ) -> list[tuple[Window, np.ndarray]]:
-        """Return ``(window, centre)`` for each of ``windows`` that passes the classification gate.
+    def predict_centres(self, inputs: np.ndarray, grid: CentreGrid, windows: list[Window]) -> BatchPrediction:
+        """Return the classification probability of each of ``windows`` and the kept centres of those that pass.
 
         ``inputs``: the windows scaled for the models, (b, 3, S, S) float32.
-        ``centre``: the window's kept centre, ``(centre_height,
-        centre_width)`` uint8 ``round(p * 255)``.
+        The classification heads run whenever the models have them (also
+        without a gate), so that the gate can be swept afterwards.
         """
         images = torch.from_numpy(inputs)
         if self.device.type == "cuda":
             images = images.pin_memory()
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         with self.autocast:
-            probability, passed = self._probability(images)
-        if probability is None:
-            return []
-        if probability.shape[-1] != grid.tile_size:
-            size = (grid.tile_size, grid.tile_size)
-            probability = F.interpolate(probability, size=size, mode="bilinear", align_corners=False)
-        margin = grid.margin
-        quantised = (
-            probability[:, 0, margin : margin + grid.keep, margin : margin + grid.keep]
-            .mul_(PROBABILITY_SCALE)
-            .round_()
-            .to(torch.uint8)
-            .cpu()
-            .numpy()
+            clf, moments = self._moments(images)
+        passed = (
+            np.ones(len(windows), dtype=bool)
+            if clf is None or self.clf_threshold is None
+            else clf >= self.clf_threshold
         )
-        kept = [window for window, ok in zip(windows, passed.tolist(), strict=False) if ok]
-        return [(w, centre[: w.centre_height, : w.centre_width]) for w, centre in zip(kept, quantised, strict=False)]
+        if moments is None:
+            return BatchPrediction(clf, [])
+        mean, spread = moments
+        if mean.shape[-1] != grid.tile_size:
+            size = (grid.tile_size, grid.tile_size)
+            both = F.interpolate(torch.cat([mean, spread], dim=1), size=size, mode="bilinear", align_corners=False)
+            mean, spread = both[:, :1], both[:, 1:]
+        margin = grid.margin
+        keep = slice(margin, margin + grid.keep)
+        mean_u8, spread_u8 = (
+            x[:, 0, keep, keep].clamp(0, 1).mul_(PROBABILITY_SCALE).round_().to(torch.uint8).cpu().numpy()
+            for x in (mean, spread)
+        )
+        kept = [window for window, ok in zip(windows, passed.tolist(), strict=True) if ok]
+        centres = [
+            (w, p[: w.centre_height, : w.centre_width], u[: w.centre_height, : w.centre_width])
+            for w, p, u in zip(kept, mean_u8, spread_u8, strict=True)
+        ]
+        return BatchPrediction(clf, centres)
 
-    def _probability(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Return ``(probability, passed)`` for a batch of b windows.
+    def _moments(self, images: torch.Tensor) -> tuple[np.ndarray | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Return ``(clf, moments)`` for a batch of b windows.
 
-        ``passed``: (b,) bool on the CPU, the classification gate.
-        ``probability``: (p, 1, S, S) float32, the mean over models and flips
-        for the p windows that passed, or None when none did.
+        ``clf``: (b,) float64 on the CPU, the classification probability
+        (mean over models and flips), None without classification heads.
+        ``moments``: ``(mean, spread)``, each (p, 1, S, S) float32 for the p
+        windows that pass the gate (the probability's mean over models and
+        flips, and ``min(2 sigma, 1)`` of it), or None when none passed.
         """
         runs = [(model, dims) for model in self.models for dims in self.flips]
-        if self.clf_threshold is None:
-            passed = torch.ones(images.shape[0], dtype=torch.bool)
-            total = sum(self._segment(model, dims, model.encode(_flip(images, dims))) for model, dims in runs)
-            return total / len(runs), passed
-        features = []
-        clf = torch.zeros(images.shape[0], device=images.device)
+        classifies = all(getattr(model, "has_classifier", True) for model in self.models)
+        clf_sum = torch.zeros(images.shape[0], device=images.device)
+        moments = _Moments()
+        if self.clf_threshold is None:  # each run's features are dropped as soon as it is segmented
+            for model, dims in runs:
+                features = model.encode(_flip(images, dims))
+                if classifies:
+                    clf_sum += torch.sigmoid(model.classify(features).float()).view(-1)
+                moments.add(self._segment(model, dims, features))
+            clf = (clf_sum / len(runs)).double().cpu().numpy() if classifies else None
+            return clf, moments.result()
+        kept = []  # every run's features wait for the gate
         for model, dims in runs:
-            features.append(model.encode(_flip(images, dims)))
-            clf += torch.sigmoid(model.classify(features[-1]).float()).view(-1)
-        passed = (clf / len(runs) >= self.clf_threshold).cpu()
+            kept.append(model.encode(_flip(images, dims)))
+            clf_sum += torch.sigmoid(model.classify(kept[-1]).float()).view(-1)
+        clf = (clf_sum / len(runs)).double().cpu().numpy()
+        passed = torch.from_numpy(clf >= self.clf_threshold)
         if not passed.any():
-            return None, passed
+            return clf, None
         if not passed.all():
             index = passed.nonzero().view(-1).to(images.device)
-            features = [_select(f, index) for f in features]
-        total = sum(self._segment(model, dims, f) for (model, dims), f in zip(runs, features, strict=False))
-        return total / len(runs), passed
+            kept = [_select(f, index) for f in kept]
+        for (model, dims), features in zip(runs, kept, strict=True):
+            moments.add(self._segment(model, dims, features))
+        return clf, moments.result()
 
     @staticmethod
     def _segment(model: nn.Module, dims: tuple[int, ...], features) -> torch.Tensor:
         """Return the un-flipped sigmoid of ``model``'s segmentation logits, float32."""
         return _flip(torch.sigmoid(model.segment(features).float()), dims)
+
+
+class _Moments:
+    """Running mean and spread of probability maps: :meth:`result` is ``(mean, min(2 sigma, 1))``."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+
+    def add(self, p: torch.Tensor) -> None:
+        self.n += 1
+        self.total = p if self.total is None else self.total + p
+        self.squares = p * p if self.squares is None else self.squares + p * p
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.n
+        variance = (self.squares / self.n - mean * mean).clamp_(min=0)
+        return mean, variance.sqrt_().mul_(2).clamp_(max=1)
 
 
 def _select(features, index: torch.Tensor):

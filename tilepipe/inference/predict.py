@@ -32,11 +32,19 @@ chunks ``(keep, keep)`` aligned with the kept centres (all-zero chunks are
 not stored); its levels ``"1"``, ``"2"``, ... (the slide's level shapes) are
 2x2 means, for viewers. attrs["ome"]["image-label"]["source"]["image"] is
 the slide store's path relative to the output; attrs["tilepipe"] says what
-it is and how it was made.
+it is and how it was made. Its group ``uncertainty`` is a label image of
+the same slide and layout: the ensemble's spread,
+``round(min(2 sigma, 1) * 255)`` (:mod:`tilepipe.inference.ensemble`).
+
+With ``windows_path``, a CSV of every window (:data:`WINDOW_COLUMNS`): its
+kept centre (level-0 pixels), tissue fraction, classification
+probability and whether it was segmented, so that the gate can be judged
+(and swept) afterwards.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from collections.abc import Sequence
@@ -59,10 +67,12 @@ from tilepipe.inference.windows import CentreGrid, Window, centre_grid, choose_r
 from tilepipe.model.checkpoint import load_ensemble
 from tilepipe.model.device import select_device
 from tilepipe.stores.ngff import relative_source
-from tilepipe.stores.probability import create_probability
+from tilepipe.stores.probability import create_probability, create_uncertainty
 from tilepipe.stores.slide import SlideStore
 
-__all__ = ["predict_slide", "predict_with_checkpoints", "tissue_fractions"]
+__all__ = ["WINDOW_COLUMNS", "predict_slide", "predict_with_checkpoints", "tissue_fractions"]
+
+WINDOW_COLUMNS = ["centre_y", "centre_x", "centre_height", "centre_width", "tissue", "clf", "segmented"]
 
 
 def predict_slide(
@@ -85,6 +95,7 @@ def predict_slide(
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
     progress: bool = True,
+    windows_path: str | os.PathLike | None = None,
 ) -> dict:
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
@@ -106,7 +117,8 @@ def predict_slide(
     None runs every decoder. ``min_tissue``: a window runs only when the
     tissue fraction of its kept centre (HSV saturation above
     ``saturation_threshold`` on a low pyramid level) exceeds it; 0 skips
-    centres without any tissue, None skips nothing. ``amp``: float16
+    centres without any tissue, None skips nothing. ``windows_path``: where
+    to write the table of windows (none when None). ``amp``: float16
     autocast on CUDA (no effect on the CPU). ``mean`` and ``std``: the
     models' input normalisation (a checkpoint's geometry stores it).
 
@@ -136,40 +148,51 @@ def predict_slide(
     }
     stats = {"windows": len(grid), "skipped_background": 0, "skipped_classifier": 0, "segmented": 0}
     out_path = Path(out_path)
+    window_rows = []
     with (
         atomic_output(out_path) as tmp,
         ThreadPoolExecutor(1) as pool,  # encodes the output's chunks while this thread waits
         tqdm(total=len(grid), desc=out_path.stem, unit="window", disable=not progress) as bar,
     ):
+        source = relative_source(out_path, store_path)
         output = create_probability(
-            tmp,
-            out_path.stem,
-            store.level_shapes,
-            grid.keep,
-            settings,
-            source=relative_source(out_path, store_path),
-            pool=pool,
+            tmp, out_path.stem, store.level_shapes, grid.keep, settings, source=source, pool=pool
         )
+        spread_output = create_uncertainty(tmp, store.level_shapes, grid.keep, source=source, pool=pool)
         for row in range(grid.rows):
             windows = grid.row(row)
+            fractions = [None] * len(windows)
             if tissue_level is not None:
-                fractions = tissue_fractions(store, grid, row, tissue_level, saturation_threshold)
-                windows = [w for w, fraction in zip(windows, fractions, strict=False) if fraction > min_tissue]
+                fractions = tissue_fractions(store, grid, row, tissue_level, saturation_threshold).tolist()
+            rows = {w: _window_row(w, fraction) for w, fraction in zip(windows, fractions, strict=True)}
+            window_rows += rows.values()
+            if tissue_level is not None:
+                windows = [w for w, fraction in zip(windows, fractions, strict=True) if fraction > min_tissue]
             stats["skipped_background"] += grid.cols - len(windows)
             bar.update(grid.cols - len(windows))
             centre_y, centre_height = grid.row_y(row)
             band = np.zeros((centre_height, width), dtype=np.uint8)
+            spread_band = np.zeros_like(band)
             reader.read_row(windows)
             for start in range(0, len(windows), batch_size):
                 batch = windows[start : start + batch_size]
-                centres = ensemble.predict_centres(reader.inputs(batch), grid, batch)
-                for window, centre in centres:
+                prediction = ensemble.predict_centres(reader.inputs(batch), grid, batch)
+                if prediction.clf is not None:
+                    for window, clf in zip(batch, prediction.clf.tolist(), strict=True):
+                        rows[window]["clf"] = round(clf, 6)
+                for window, centre, spread in prediction.centres:
                     band[:, window.centre_x : window.centre_x + window.centre_width] = centre
-                stats["segmented"] += len(centres)
-                stats["skipped_classifier"] += len(batch) - len(centres)
+                    spread_band[:, window.centre_x : window.centre_x + window.centre_width] = spread
+                    rows[window]["segmented"] = 1
+                stats["segmented"] += len(prediction.centres)
+                stats["skipped_classifier"] += len(batch) - len(prediction.centres)
                 bar.update(len(batch))
             output.write(band)  # rows centre_y : centre_y + centre_height, top to bottom
+            spread_output.write(spread_band)
         store.copy_pixel_size_to(zarr.open_group(tmp, mode="r+"))
+        store.copy_pixel_size_to(zarr.open_group(tmp / "uncertainty", mode="r+"))
+        if windows_path is not None:
+            _write_windows(windows_path, window_rows)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 
@@ -199,6 +222,26 @@ def predict_with_checkpoints(
     notes = [f"pixel size {pixel_size.mpp:.4g} um ({pixel_size.source})"]
     notes += [f"the checkpoints' geometry replaces the config's {change}" for change in changes]
     return predict_slide(store_path, out_path, models, **settings, **runtime), notes
+
+
+def _window_row(window: Window, tissue: float | None) -> dict:
+    return {
+        "centre_y": window.centre_y,
+        "centre_x": window.centre_x,
+        "centre_height": window.centre_height,
+        "centre_width": window.centre_width,
+        "tissue": None if tissue is None else round(tissue, 6),
+        "clf": None,
+        "segmented": 0,
+    }
+
+
+def _write_windows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write the window table (:data:`WINDOW_COLUMNS`; empty cells for values not measured), atomically."""
+    with atomic_output(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as table:
+        writer = csv.DictWriter(table, fieldnames=WINDOW_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def tissue_fractions(

@@ -11,11 +11,13 @@ from typing import Any
 __all__ = ["prediction_settings", "with_geometry"]
 
 
-def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
+def prediction_settings(config: dict[str, Any], *, gate: bool = True) -> dict[str, Any]:
     """Return, from a resolved config, the settings that change a prediction, sorted by key.
 
     Geometry (``tile_size``, ``input_size``, ``read_level``), TTA, the
-    classification gate, the tissue skip and its saturation threshold, and
+    classification gate (``clf_threshold``; None with ``gate=False``, as
+    out-of-fold predictions are made so that evaluation can sweep the gate
+    from their window tables), the tissue skip and its saturation threshold, and
     the precision (``amp``: fp16 autocast on CUDA). Not
     ``inference.threshold`` (only the submission cuts at it) and none of the
     settings that change only speed (``inference.batch_size``).
@@ -29,7 +31,7 @@ def prediction_settings(config: dict[str, Any]) -> dict[str, Any]:
                 "read_level": config["train"]["read_level"],
                 "saturation_threshold": config["tiles"]["saturation_threshold"],
                 "tta": list(inference["tta"]),
-                "clf_threshold": inference["clf_threshold"],
+                "clf_threshold": inference["clf_threshold"] if gate else None,
                 "min_tissue": inference["min_tissue"],
                 "amp": inference["amp"],
             }.items()

@@ -35,7 +35,9 @@ class SlideObjects:
     ``(y0, x0, y1, x1)`` level-0 pixels, end exclusive, ``seed`` ``(n, 2)``
     ``(y, x)`` of one pixel of the object, ``value_sum`` the sum of the
     stored probability values (0..255) over the object, ``extra_sum`` the
-    same for the second map (zeros without one).
+    same for the second map (zeros without one), ``extra_high`` the count
+    of the object's pixels where the second map reaches ``extra_cutoff``
+    (zeros without either).
     """
 
     area: np.ndarray
@@ -43,6 +45,7 @@ class SlideObjects:
     seed: np.ndarray
     value_sum: np.ndarray
     extra_sum: np.ndarray
+    extra_high: np.ndarray
 
     def __len__(self) -> int:
         return len(self.area)
@@ -78,6 +81,7 @@ def find_objects(
     cutoff: int,
     *,
     extra: np.ndarray | None = None,
+    extra_cutoff: int | None = None,
     min_area: int = 1,
     band_rows: int = BAND_ROWS,
 ) -> SlideObjects:
@@ -85,7 +89,8 @@ def find_objects(
 
     ``values`` is a ``(y, x)`` uint8 array-like read by row slices (a zarr
     array of a probability store, or numpy); ``extra`` an optional array of
-    the same shape whose sum over each object is kept too. Reads
+    the same shape whose sum over each object is kept too, and with
+    ``extra_cutoff`` the count of pixels where it is at least that. Reads
     ``band_rows`` rows at a time; memory is a few bands, never the slide.
     """
     height, width = values.shape
@@ -97,6 +102,7 @@ def find_objects(
     seeds: list[np.ndarray] = [np.zeros((1, 2), np.int64)]
     sums: list[np.ndarray] = [np.zeros(1, np.float64)]
     extras: list[np.ndarray] = [np.zeros(1, np.float64)]
+    highs: list[np.ndarray] = [np.zeros(1, np.float64)]
     next_id = 1
     last_row: np.ndarray | None = None
     for top in range(0, height, band_rows):
@@ -125,12 +131,16 @@ def find_objects(
                 extras.append(np.bincount(flat, weights=extra_band, minlength=n)[1:])
             else:
                 extras.append(np.zeros(count))
+            if extra is not None and extra_cutoff is not None:
+                highs.append(np.bincount(flat, weights=extra_band >= extra_cutoff, minlength=n)[1:])
+            else:
+                highs.append(np.zeros(count))
         global_labels = np.where(labels > 0, labels.astype(np.int64) + (next_id - 1), 0)
         if last_row is not None and count:
             _join(uf, last_row, global_labels[0])
         last_row = global_labels[-1]
         next_id += count
-    return _merged(uf, area, (y0s, x0s, y1s, x1s), seeds, sums, extras, min_area)
+    return _merged(uf, area, (y0s, x0s, y1s, x1s), seeds, sums, extras, highs, min_area)
 
 
 def _join(uf: _UnionFind, above: np.ndarray, below: np.ndarray) -> None:
@@ -143,12 +153,12 @@ def _join(uf: _UnionFind, above: np.ndarray, below: np.ndarray) -> None:
             uf.union(int(pair[0]), int(pair[1]))
 
 
-def _merged(uf, area, box_parts, seeds, sums, extras, min_area: int) -> SlideObjects:
+def _merged(uf, area, box_parts, seeds, sums, extras, highs, min_area: int) -> SlideObjects:
     roots = uf.roots()
     area = np.concatenate(area)
     y0, x0, y1, x1 = (np.concatenate(part) for part in box_parts)
     seeds = np.concatenate(seeds)
-    sums, extras = np.concatenate(sums), np.concatenate(extras)
+    sums, extras, highs = np.concatenate(sums), np.concatenate(extras), np.concatenate(highs)
     ids, index = np.unique(roots[1:], return_inverse=True)
     n = len(ids)
     merged_area = np.bincount(index, weights=area[1:], minlength=n).astype(np.int64)
@@ -159,6 +169,7 @@ def _merged(uf, area, box_parts, seeds, sums, extras, min_area: int) -> SlideObj
     seed = seeds[ids]
     value_sum = np.bincount(index, weights=sums[1:], minlength=n)
     extra_sum = np.bincount(index, weights=extras[1:], minlength=n)
+    extra_high = np.bincount(index, weights=highs[1:], minlength=n).astype(np.int64)
     keep = merged_area >= min_area
     order = np.lexsort((box[keep, 1], box[keep, 0]))
     return SlideObjects(
@@ -167,6 +178,7 @@ def _merged(uf, area, box_parts, seeds, sums, extras, min_area: int) -> SlideObj
         seed=seed[keep][order],
         value_sum=value_sum[keep][order],
         extra_sum=extra_sum[keep][order],
+        extra_high=extra_high[keep][order],
     )
 
 

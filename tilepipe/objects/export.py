@@ -32,10 +32,13 @@ from rasterio.features import shapes
 from tilepipe.atomic import atomic_output
 from tilepipe.objects.components import SlideObjects, find_objects, object_mask
 
-__all__ = ["CLASS_COLOR", "TABLE_COLUMNS", "measured_objects", "outline", "write_objects"]
+__all__ = ["CLASS_COLOR", "TABLE_COLUMNS", "UNCERTAIN_SPREAD", "measured_objects", "outline", "write_objects"]
 
 CLASS_COLOR = [230, 60, 60]
 MAX_BOX_PIXELS = 32 * 2**20
+# A pixel is uncertain where the ensemble's spread 2 sigma reaches 0.5 (stored 0..255): its models x flips
+# runs disagree as much as runs half at 0.25 and half at 0.75 would.
+UNCERTAIN_SPREAD = 128
 # uuid5 namespace of feature ids: the same slide and object always get the same id.
 _NAMESPACE = uuid.UUID("5f0c2a1e-7d3b-4e8f-9a41-3c6d2b7e9f10")
 TABLE_COLUMNS = [
@@ -55,6 +58,7 @@ TABLE_COLUMNS = [
     "equivalent_diameter_um",
     "mean_probability",
     "mean_uncertainty",
+    "uncertain_fraction",
     "outline_step",
 ]
 
@@ -113,11 +117,16 @@ def measured_objects(
 
     ``values``: the ``(y, x)`` uint8 probability (``round(p * 255)``);
     ``uncertainty``: an optional ``(y, x)`` uint8 spread map of the same
-    shape (0..255 for 0..1). ``mpp``: micrometres per level-0 pixel. Rows
-    have the :data:`TABLE_COLUMNS`; lengths in pixels and micrometres,
-    areas in pixels and square micrometres, probabilities in 0..1.
+    shape (``round(min(2 sigma, 1) * 255)``, :mod:`tilepipe.inference.ensemble`).
+    ``mpp``: micrometres per level-0 pixel. Rows have the
+    :data:`TABLE_COLUMNS`; lengths in pixels and micrometres, areas in
+    pixels and square micrometres, probabilities and spreads in 0..1,
+    ``uncertain_fraction`` the share of the object's pixels whose spread
+    reaches :data:`UNCERTAIN_SPREAD` (empty without a spread map).
     """
-    objects: SlideObjects = find_objects(values, cutoff, extra=uncertainty, min_area=min_area)
+    objects: SlideObjects = find_objects(
+        values, cutoff, extra=uncertainty, extra_cutoff=UNCERTAIN_SPREAD, min_area=min_area
+    )
     for index in range(len(objects)):
         y0, x0, y1, x1 = (int(v) for v in objects.box[index])
         step = 1
@@ -151,6 +160,9 @@ def measured_objects(
             "mean_uncertainty": (
                 round(float(objects.extra_sum[index]) / area / 255, 4) if uncertainty is not None else None
             ),
+            "uncertain_fraction": (
+                round(float(objects.extra_high[index]) / area, 4) if uncertainty is not None else None
+            ),
             "outline_step": step,
         }
         yield geometry, row
@@ -167,6 +179,7 @@ def _feature(geometry: dict[str, Any], row: dict[str, Any], class_name: str) -> 
     }
     if row["mean_uncertainty"] is not None:
         measurements["Mean uncertainty"] = row["mean_uncertainty"]
+        measurements["Uncertain fraction"] = row["uncertain_fraction"]
     return {
         "type": "Feature",
         "id": row["id"],

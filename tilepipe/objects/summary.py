@@ -24,6 +24,7 @@ SUMMARY_COLUMNS = [
     *[f"area_um2_q{round(q * 100):02d}" for q in QUANTILES],
     "mean_probability",
     "mean_uncertainty",
+    "qa_uncertain_fraction",
 ]
 
 
@@ -33,6 +34,11 @@ def slide_summary(slide_id: str, table: pd.DataFrame, mpp: float, mpp_source: st
     Areas in square micrometres (quantiles over objects; NaN without
     objects), ``mean_probability`` and ``mean_uncertainty`` weighted by
     object area (NaN without objects or without an uncertainty map).
+    ``qa_uncertain_fraction``, the QA score: the share of the slide's
+    predicted glomerulus area where the ensemble's runs disagree strongly
+    (``uncertain_fraction`` weighted by area; NaN likewise). Outlines are
+    always somewhat uncertain; a slide whose share stands well above the
+    others' (another stain, another scanner) is one to look at.
     """
     areas = table["area_um2"].to_numpy(dtype=np.float64)
     weights = table["area_px"].to_numpy(dtype=np.float64)
@@ -45,8 +51,13 @@ def slide_summary(slide_id: str, table: pd.DataFrame, mpp: float, mpp_source: st
     }
     for q in QUANTILES:
         row[f"area_um2_q{round(q * 100):02d}"] = round(float(np.quantile(areas, q)), 3) if len(areas) else np.nan
-    for name in ("mean_probability", "mean_uncertainty"):
-        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+    for name, column in (
+        ("mean_probability", "mean_probability"),
+        ("mean_uncertainty", "mean_uncertainty"),
+        ("qa_uncertain_fraction", "uncertain_fraction"),
+    ):
+        values = pd.to_numeric(table[column], errors="coerce") if column in table else pd.Series(np.nan, table.index)
+        values = values.to_numpy(dtype=np.float64)
         usable = ~np.isnan(values)
         row[name] = round(float(np.average(values[usable], weights=weights[usable])), 4) if usable.any() else np.nan
     return row

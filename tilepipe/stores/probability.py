@@ -9,6 +9,9 @@ group and an NGFF 0.5 label image of its slide::
                     attrs["tilepipe"]: content "probability", encoding, how it was made
         0           (y, x) uint8 v = round(p * 255) (half to even) at level-0 resolution
         1, 2, ...   the same, each level the 2x2 mean of the one before, with the slide's level shapes
+        uncertainty/    a label image of the same slide and layout (source.image one level further up):
+                        the ensemble's spread, (y, x) uint8 round(min(2 sigma, 1) * 255), sigma the
+                        standard deviation of p over models x flips (0 where nothing was segmented)
 
 All-zero chunks are not stored. Readers use array ``"0"`` only
 (:func:`read_probability`); the levels above it are for viewers. A level-k
@@ -46,9 +49,12 @@ from tilepipe.stores.slide import SlideStore
 
 __all__ = [
     "PROBABILITY_SCALE",
+    "UNCERTAINTY_GROUP",
     "create_probability",
+    "create_uncertainty",
     "foreground_cutoff",
     "read_probability",
+    "read_uncertainty",
     "write_probability",
 ]
 
@@ -56,6 +62,10 @@ PROBABILITY_SCALE = 255
 PROBABILITY_ARRAY = "0"  # level 0: the levels are named "0", "1", ...
 ENCODING = f"uint8 round(p * {PROBABILITY_SCALE}), half to even"
 # A viewer shows an image-label through its colours: value v as magenta at opacity v / 255.
+UNCERTAINTY_GROUP = "uncertainty"
+UNCERTAINTY_ENCODING = f"uint8 round(min(2 sigma, 1) * {PROBABILITY_SCALE}), sigma the std of p over models x flips"
+# Spread: value v as orange at opacity v / 255.
+UNCERTAINTY_COLORS = tuple({"label-value": v, "rgba": [255, 140, 0, v]} for v in range(1, PROBABILITY_SCALE + 1))
 PROBABILITY_COLORS = tuple({"label-value": v, "rgba": [255, 0, 255, v]} for v in range(1, PROBABILITY_SCALE + 1))
 
 
@@ -83,6 +93,22 @@ def read_probability(path: str | os.PathLike) -> zarr.Array:
         raise InputError(path, f"not a probability store: no readable array {PROBABILITY_ARRAY!r} ({err})") from err
     if not isinstance(array, zarr.Array) or array.ndim != 2 or array.dtype != np.uint8:
         raise InputError(path, f"array {PROBABILITY_ARRAY!r} is not a (y, x) uint8 probability")
+    return array
+
+
+def read_uncertainty(path: str | os.PathLike) -> zarr.Array | None:
+    """Return the ensemble's spread of the probability store at ``path``, ``(y, x)`` uint8, or None without one.
+
+    Stores written before the spread was kept (and by
+    :func:`write_probability`) have none.
+    """
+    read_probability(path)  # a probability store, or an InputError
+    group = zarr.open_group(path, mode="r")
+    if UNCERTAINTY_GROUP not in group:
+        return None
+    array = group[UNCERTAINTY_GROUP][PROBABILITY_ARRAY]
+    if not isinstance(array, zarr.Array) or array.ndim != 2 or array.dtype != np.uint8:
+        raise InputError(path, f"{UNCERTAINTY_GROUP}/{PROBABILITY_ARRAY} is not a (y, x) uint8 spread")
     return array
 
 
@@ -143,4 +169,27 @@ def create_probability(
         name, len(shapes), source=source, colors=PROBABILITY_COLORS, downsampling="2x2 mean"
     )
     group.attrs["tilepipe"] = {"content": "probability", "encoding": ENCODING, **attrs}
+    return PyramidWriter(arrays, mean_2x2_yx, pool=pool, skip_empty=True)
+
+
+def create_uncertainty(
+    path: Path, shapes: list[tuple[int, int]], chunk: int, *, source: str | None, pool: Executor
+) -> PyramidWriter:
+    """Create the spread label image inside the probability store at ``path``; return the writer of its levels.
+
+    The same layout as :func:`create_probability` (``source`` is the image's
+    path relative to the probability store; the group sits one level
+    deeper). The writer takes level-0 ``(rows, width)`` bands of
+    ``round(min(2 sigma, 1) * 255)`` top to bottom.
+    """
+    group = zarr.open_group(path / UNCERTAINTY_GROUP, mode="w", zarr_format=3)
+    arrays = [create_mask_array(group, str(level), shape, chunk) for level, shape in enumerate(shapes)]
+    group.attrs["ome"] = label_attrs(
+        UNCERTAINTY_GROUP,
+        len(shapes),
+        source=None if source is None else f"../{source}",
+        colors=UNCERTAINTY_COLORS,
+        downsampling="2x2 mean",
+    )
+    group.attrs["tilepipe"] = {"content": "uncertainty", "encoding": UNCERTAINTY_ENCODING}
     return PyramidWriter(arrays, mean_2x2_yx, pool=pool, skip_empty=True)

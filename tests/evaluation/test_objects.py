@@ -1,5 +1,7 @@
 """Object-level scores: band-by-band matching equals a whole-image reference (tilepipe.evaluation.objects)."""
 
+import itertools
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -178,18 +180,53 @@ def test_scores_of_empty_masks_follow_the_dice_convention():
     assert empty.counts() == {"predicted_objects": 0, "truth_objects": 0, "matched_objects": 0}
 
 
-def test_several_predicted_masks_share_one_truth_pass():
-    truth = blobs((90, 120), seed=5)
-    variants = [shifted(truth, 1), shifted(truth, 2)]
-    matcher = ObjectMatcher(variants=3)
-    for y0 in range(0, 90, 16):
-        bands = [v[y0 : y0 + 16] for v in variants]
-        matcher.add_band(truth[y0 : y0 + 16], [bands[0], bands[1], bands[0]])  # the same array: labelled once
-    got = matcher.finish()
-    for match, variant in zip(got, [*variants, variants[0]], strict=True):
-        assert as_reference(match) == as_reference(match_objects(variant, truth))
-    with pytest.raises(ValueError, match="predicted bands"):
-        matcher.add_band(truth[:4], [truth[:4]])
+def grid_cells(shape, ys, xs) -> np.ndarray:
+    """Cells ``(y0, x0, y1, x1)`` of the grid cut at rows ``ys`` and columns ``xs``."""
+    rows, cols = [0, *ys, shape[0]], [0, *xs, shape[1]]
+    return np.array([(a, c, b, d) for a, b in itertools.pairwise(rows) for c, d in itertools.pairwise(cols)])
+
+
+def cleared(mask, cells, removed) -> np.ndarray:
+    out = mask.copy()
+    for y0, x0, y1, x1 in cells[removed]:
+        out[y0:y1, x0:x1] = 0
+    return out
+
+
+T_JUNCTIONS = np.array([(0, 0, 70, 50), (70, 0, 130, 50), (0, 50, 33, 117), (33, 50, 100, 117), (100, 50, 130, 117)])
+
+
+@pytest.mark.parametrize("band_rows", [1, 16, 25, 1000])
+@pytest.mark.parametrize("layout", ["grid", "t_junctions"])
+def test_removing_cells_equals_clearing_them_in_the_mask(band_rows, layout):
+    truth = blobs((130, 117), seed=7, count=25)
+    predicted = shifted(truth, 3)
+    cells = grid_cells(truth.shape, [16, 32, 48, 64, 80, 96, 112], [16, 32, 48, 64, 80, 96, 112])
+    if layout == "t_junctions":
+        cells = T_JUNCTIONS
+    rng = np.random.default_rng(band_rows)
+    removed = [np.zeros(len(cells), bool), np.ones(len(cells), bool)] + [rng.random(len(cells)) < q for q in (0.2, 0.5)]
+    matcher = ObjectMatcher(truth.shape, cells)
+    for y0 in range(0, truth.shape[0], band_rows):
+        matcher.add_band(truth[y0 : y0 + band_rows], predicted[y0 : y0 + band_rows])
+    got = matcher.finish(removed)
+    for match, cut in zip(got, removed, strict=True):
+        expected = reference(cleared(predicted, cells, cut), truth)
+        assert as_reference(match) == {key: expected[key] for key in ("predicted_area", "truth_area", "triples")}
+        assert match.counts()["matched_objects"] == len(expected["matches"])
+    assert got[1].counts()["predicted_objects"] == 0
+    assert got[0].counts() != got[3].counts(), "clearing half the cells changes the objects"
+
+
+def test_band_shapes_are_checked():
+    matcher = ObjectMatcher((10, 8))
+    with pytest.raises(ValueError, match="bands must be"):
+        matcher.add_band(np.zeros((4, 8)), np.zeros((4, 7)))
+    matcher.add_band(np.zeros((4, 8)), np.zeros((4, 8)))
+    with pytest.raises(ValueError, match="rows 0:4 of 10"):
+        matcher.finish()
+    with pytest.raises(ValueError, match="bands must be"):
+        matcher.add_band(np.zeros((7, 8)), np.zeros((7, 8)))
 
 
 def test_reads_a_probability_store_at_a_cutoff(tmp_path):

@@ -186,8 +186,11 @@ def slide_gates(
     ``probability``). ``windows``: a :func:`read_windows` table of the
     slide, or None (nothing can be gated). ``cutoff``: the stored value
     (0..256) from which a pixel is foreground, for ``lost_pixels`` and the
-    objects. Memory: a band, two 256-bin histograms per scored window, and
-    the object counts.
+    objects. The prediction is labelled window by window
+    (:class:`tilepipe.evaluation.objects.ObjectMatcher` with the windows
+    as cells), so each gate's objects cost no second pass over the pixels.
+    Memory: a band, two 256-bin histograms per scored window, and counts
+    per fragment of an object.
     """
     if tuple(probability.shape) != tuple(truth.shape):
         raise ValueError(f"probability shape {tuple(probability.shape)} differs from truth shape {tuple(truth.shape)}")
@@ -195,48 +198,37 @@ def slide_gates(
     band_rows = band_rows or band_rows_for(probability)
     if windows is None:
         windows = pd.DataFrame({column: pd.Series(dtype=np.float64) for column in WINDOW_COLUMNS})
-    scored = windows[windows["clf"].notna()]
-    y0, x0, h, w = (scored[c].to_numpy(np.int64) for c in ("centre_y", "centre_x", "centre_height", "centre_width"))
-    y1, x1 = y0 + h, x0 + w
-    clf = scored["clf"].to_numpy(np.float64)
-    gated = np.stack([_gated(clf, gate) for gate in gates]) if gates else np.zeros((0, len(clf)), bool)
-    window_pixels = np.zeros((len(scored), VALUES), np.int64)
+    y0, x0, h, w = (windows[c].to_numpy(np.int64) for c in ("centre_y", "centre_x", "centre_height", "centre_width"))
+    cells = np.stack([y0, x0, y0 + h, x0 + w], axis=1) if len(windows) else None
+    scored = np.flatnonzero(windows["clf"].notna().to_numpy())  # the windows a gate can skip
+    clf = windows["clf"].to_numpy(np.float64)[scored]
+    gated = np.stack([_gated(clf, gate) for gate in gates]) if gates else np.zeros((0, len(scored)), bool)
+    window_pixels = np.zeros((len(scored), VALUES), np.int64)  # histograms of the scored windows
     window_truth = np.zeros((len(scored), VALUES), np.int64)
     pixels, true = np.zeros(VALUES, np.int64), np.zeros(VALUES, np.int64)
-    matcher = ObjectMatcher(variants=max(1, len(gates)))
+    matcher = ObjectMatcher(probability.shape, cells)
     for top in range(0, height, band_rows):
         values = np.asarray(probability[top : top + band_rows], dtype=np.uint8)
         truth_band = np.asarray(truth[top : top + band_rows]) != 0
         bottom = top + values.shape[0]
         pixels += np.bincount(values.ravel(), minlength=VALUES)
         true += np.bincount(values[truth_band], minlength=VALUES)
-        mask = values >= cutoff
-        crossing = np.flatnonzero((y0 < bottom) & (y1 > top))
-        rects, with_foreground = {}, []
-        for i in crossing:
-            rect = (slice(max(y0[i], top) - top, min(y1[i], bottom) - top), slice(x0[i], x1[i]))
-            piece = values[rect]
-            counts = np.bincount(piece.ravel(), minlength=VALUES)
-            window_pixels[i] += counts
-            window_truth[i] += np.bincount(piece[truth_band[rect]], minlength=VALUES)
-            if counts[cutoff:].any():
-                rects[i] = rect
-                with_foreground.append(i)
-        masks: dict[tuple, np.ndarray] = {}
-        bands = []
-        for row in gated:
-            key = tuple(i for i in with_foreground if row[i])  # gated windows that change this band's mask
-            if key not in masks:
-                masks[key] = mask.copy() if key else mask
-                for i in key:
-                    masks[key][rects[i]] = False
-            bands.append(masks[key])
-        matcher.add_band(truth_band, bands or [mask])
-    matches = matcher.finish()
+        for j in np.flatnonzero((y0[scored] < bottom) & (y0[scored] + h[scored] > top)):
+            i = scored[j]
+            rect = (slice(max(y0[i], top) - top, min(y0[i] + h[i], bottom) - top), slice(x0[i], x0[i] + w[i]))
+            window_pixels[j] += np.bincount(values[rect].ravel(), minlength=VALUES)
+            window_truth[j] += np.bincount(values[rect][truth_band[rect]], minlength=VALUES)
+        matcher.add_band(truth_band, values >= cutoff)
+    removed = []
+    for row in gated:
+        cleared = np.zeros(len(windows) if cells is not None else 1, bool)
+        cleared[scored[row]] = True
+        removed.append(cleared)
+    matches = matcher.finish(removed) if removed else []
     tissue = int((windows["clf"].notna() | (windows["segmented"] == 1)).sum())
-    unsegmented = scored["segmented"].to_numpy() == 0
+    unsegmented = windows["segmented"].to_numpy()[scored] == 0
     outcomes = []
-    for gate, row, match in zip(gates, gated, matches, strict=False):
+    for gate, row, match in zip(gates, gated, matches, strict=True):
         lost_pixels, lost_truth = window_pixels[row].sum(axis=0), window_truth[row].sum(axis=0)
         gated_pixels, gated_truth = pixels - lost_pixels, true - lost_truth
         gated_pixels[0] += lost_pixels.sum()  # a gated window's pixels are 0

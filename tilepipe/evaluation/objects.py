@@ -125,157 +125,189 @@ class ObjectMatch:
         }
 
 
-@dataclass(frozen=True, eq=False)
-class _BandLabels:
-    """One band's 8-connected components: local labels ``1..count`` (0 is background)."""
-
-    count: int
-    area: np.ndarray  # (count,) int64 pixels per fragment
-    first: np.ndarray  # (width,) int32 labels of the band's first row
-    last: np.ndarray  # (width,) int32 labels of the band's last row
-    labels: np.ndarray  # (rows, width) int32
-
-
-def _label(mask: np.ndarray) -> _BandLabels:
-    """Label the band ``mask`` ``(rows, width)`` (non-zero = foreground), 8-connected."""
+def _label(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Label ``mask`` ``(rows, cols)`` (non-zero = foreground), 8-connected: ``(count, labels 1..count, pixels per label)``."""
     mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
-    return _BandLabels(
-        count=n - 1,
-        area=stats[1:, cv2.CC_STAT_AREA].astype(np.int64),
-        first=labels[0].copy(),
-        last=labels[-1].copy(),
-        labels=labels,
-    )
+    return n - 1, labels, stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
 
 
-class _Fragments:
-    """The fragments of one mask, added band by band, and the objects they join into (union-find)."""
+def _touching(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Return the ``(k, 2)`` ids of two adjacent parallel lines of pixels (rows or columns) that touch.
 
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.areas: list[np.ndarray] = []
-        self.last: np.ndarray | None = None  # global ids of the previous band's last row, -1 = background
-
-    def add(self, band: _BandLabels) -> int:
-        """Add ``band``'s fragments; join those touching the previous band's; return the id offset.
-
-        Local label ``l`` of ``band`` is fragment ``offset + l - 1``.
-        """
-        offset = len(self.parent)
-        self.parent.extend(range(offset, offset + band.count))
-        self.areas.append(band.area)
-        first = np.where(band.first > 0, band.first.astype(np.int64) + offset - 1, -1)
-        if self.last is not None and band.count:
-            for a, b in _touching(self.last, first):
-                self._union(int(a), int(b))
-        self.last = np.where(band.last > 0, band.last.astype(np.int64) + offset - 1, -1)
-        return offset
-
-    def _find(self, a: int) -> int:
-        parent = self.parent
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:
-            parent[a], a = root, parent[a]
-        return root
-
-    def _union(self, a: int, b: int) -> None:
-        ra, rb = self._find(a), self._find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def objects(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(object index of each fragment, pixels per object)``, objects numbered ``0..n-1``."""
-        parent = np.asarray(self.parent, dtype=np.int64)
-        while True:  # pointer jumping: every fragment ends at its root
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-        _, index = np.unique(parent, return_inverse=True)
-        area = np.concatenate(self.areas) if self.areas else np.zeros(0, np.int64)
-        n = int(index.max()) + 1 if index.size else 0
-        return index, np.bincount(index, weights=area, minlength=n).astype(np.int64)
-
-
-def _touching(above: np.ndarray, below: np.ndarray) -> np.ndarray:
-    """Return the unique ``(above id, below id)`` pairs of two adjacent rows that touch (8-connectivity); ids >= 0."""
+    8-connectivity: ``after[i]`` touches ``before[i - 1]``, ``before[i]``
+    and ``before[i + 1]``. Ids >= 0 are fragments, negative ids background;
+    pairs of equal ids are left out.
+    """
     found = []
-    for shift in (-1, 0, 1):  # below[x] touches above[x - 1], above[x] and above[x + 1]
-        a = above[max(0, shift) : len(above) + min(0, shift)]
-        b = below[max(0, -shift) : len(below) + min(0, -shift)]
-        both = (a >= 0) & (b >= 0)
+    for shift in (-1, 0, 1):
+        a = before[max(0, shift) : len(before) + min(0, shift)]
+        b = after[max(0, -shift) : len(after) + min(0, -shift)]
+        both = (a >= 0) & (b >= 0) & (a != b)
         found.append(np.stack([a[both], b[both]], axis=1))
     return np.unique(np.concatenate(found), axis=0)
 
 
-def _overlaps(predicted: _BandLabels, truth: _BandLabels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(predicted label, true label, shared pixels)`` of the overlapping local fragments of one band."""
-    both = (predicted.labels > 0) & (truth.labels > 0)
-    keys = predicted.labels[both].astype(np.int64) * (truth.count + 1) + truth.labels[both]
-    keys, counts = np.unique(keys, return_counts=True)
-    return keys // (truth.count + 1), keys % (truth.count + 1), counts.astype(np.int64)
+def _global(local: np.ndarray, offset: int) -> np.ndarray:
+    """Local labels (0 = background, ``l`` = fragment ``offset + l - 1``) as global ids (-1 = background)."""
+    return np.where(local > 0, local.astype(np.int64) + offset - 1, -1)
+
+
+def _components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Return the smallest node id of each node's connected component in the graph of ``n`` nodes and ``edges`` ``(k, 2)``.
+
+    Min-label propagation with pointer jumping, vectorised: each round
+    lowers every node and every label's owner to the smallest label across
+    its edges; labels only fall and stay within a component, so at the
+    fixed point every component carries its smallest id.
+    """
+    label = np.arange(n, dtype=np.int64)
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        la, lb = label[a], label[b]
+        low = np.minimum(la, lb)
+        new = label.copy()
+        for nodes in (a, b, la, lb):
+            np.minimum.at(new, nodes, low)
+        while True:
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, label):
+            return label
+        label = new
 
 
 class ObjectMatcher:
-    """Matches the objects of one true mask with those of ``variants`` predicted masks, fed band by band.
+    """Matches a predicted mask's objects with a true mask's, fed band by band; also with any cells of the prediction removed.
+
+    ``shape``: ``(height, width)`` of both masks. ``cells``: ``(n, 4)``
+    ``(y0, x0, y1, x1)`` rectangles, level-0 pixels, end exclusive, that
+    tile the mask (e.g. the kept centres of prediction windows); None is
+    one cell, the whole mask. The prediction is labelled cell by cell:
+    a *fragment* is a component of the mask within one cell and one band,
+    and fragments that touch across a cell or band border are joined by an
+    edge. :meth:`finish` resolves the fragments of the cells kept into
+    objects, so removing cells (gating windows: their pixels become
+    background) costs no second pass over the pixels. The truth is
+    labelled band by band.
 
     Call :meth:`add_band` for consecutive bands of full-width rows, top to
     bottom, then :meth:`finish`.
     """
 
-    def __init__(self, variants: int = 1):
-        if variants < 1:
-            raise ValueError(f"need at least one predicted mask, got {variants}")
-        self.truth = _Fragments()
-        self.predicted = [_Fragments() for _ in range(variants)]
-        self.pairs: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(variants)]
-        self.width: int | None = None
+    def __init__(self, shape: tuple[int, int], cells: np.ndarray | None = None):
+        height, width = (int(v) for v in shape)
+        self.shape = (height, width)
+        self.cells = np.array([[0, 0, height, width]] if cells is None else cells, dtype=np.int64).reshape(-1, 4)
+        self.top = 0  # first row of the next band
+        self.truth_count, self.truth_last = 0, None
+        self.truth_area: list[np.ndarray] = []
+        self.truth_edges: list[np.ndarray] = []
+        self.count, self.last = 0, None
+        self.area: list[np.ndarray] = []
+        self.cell: list[np.ndarray] = []
+        self.edges: list[np.ndarray] = []
+        self.overlaps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add_band(self, truth: np.ndarray, predicted: Sequence[np.ndarray]) -> None:
-        """Add the next band: ``truth`` and each of ``predicted`` (one per variant) ``(rows, width)``, non-zero = foreground.
-
-        Variants given the same array object are labelled once.
-        """
-        if len(predicted) != len(self.predicted):
-            raise ValueError(f"expected {len(self.predicted)} predicted bands, got {len(predicted)}")
-        shape = np.shape(truth)
-        if self.width is None:
-            self.width = shape[1]
-        if shape[1] != self.width or any(np.shape(band) != shape for band in predicted):
+    def add_band(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        """Add the next band of rows: ``truth`` and ``predicted`` ``(rows, width)`` arrays, non-zero = foreground."""
+        rows, width = np.shape(truth)
+        if np.shape(predicted) != (rows, width) or width != self.shape[1] or self.top + rows > self.shape[0]:
             raise ValueError(
-                f"bands must all be (rows, {self.width}); got {shape} and {[np.shape(b) for b in predicted]}"
+                f"bands must be (rows, {self.shape[1]}) within {self.shape[0]} rows; "
+                f"got {np.shape(truth)} and {np.shape(predicted)} at row {self.top}"
             )
-        truth_labels = _label(truth)
-        truth_offset = self.truth.add(truth_labels)
-        labelled: dict[int, tuple[_BandLabels, tuple]] = {}
-        for fragments, pairs, band in zip(self.predicted, self.pairs, predicted, strict=True):
-            if id(band) not in labelled:
-                labels = _label(band)
-                labelled[id(band)] = (labels, _overlaps(labels, truth_labels))
-            labels, (p, t, shared) = labelled[id(band)]
-            offset = fragments.add(labels)
-            if len(shared):
-                pairs.append((p + offset - 1, t + truth_offset - 1, shared))
+        top, bottom = self.top, self.top + rows
+        truth_count, truth_labels, truth_area = _label(truth)
+        truth_first, self.truth_last, edges = self._rows(truth_labels, self.truth_count, self.truth_last)
+        self.truth_edges.append(edges)
+        self.truth_area.append(truth_area)
+        labels, areas, cells = self._label_cells(np.asarray(predicted) != 0, top, bottom)
+        offset = self.count
+        first, self.last, edges = self._rows(labels, offset, self.last)
+        self.edges.append(edges)
+        self.edges.extend(self._cuts(labels, offset, top, bottom))
+        self.area.extend(areas)
+        self.cell.extend(cells)
+        p, t, shared = _overlap_counts(labels, truth_labels, truth_count)
+        self.overlaps.append((p + offset - 1, t + self.truth_count - 1, shared))
+        self.count += sum(len(a) for a in areas)
+        self.truth_count += truth_count
+        self.top = bottom
 
-    def finish(self) -> list[ObjectMatch]:
-        """Return the :class:`ObjectMatch` of each predicted mask with the truth, in the order of the variants."""
-        truth_index, truth_area = self.truth.objects()
+    def _label_cells(self, mask: np.ndarray, top: int, bottom: int) -> tuple[np.ndarray, list, list]:
+        """Label each cell's piece of the band ``mask`` on its own; return band-local labels, areas and cells."""
+        labels = np.zeros(mask.shape, np.int32)
+        areas, cells, count = [], [], 0
+        y0, x0, y1, x1 = self.cells.T
+        for i in np.flatnonzero((y0 < bottom) & (y1 > top)):
+            piece = (slice(max(y0[i], top) - top, min(y1[i], bottom) - top), slice(x0[i], x1[i]))
+            if not mask[piece].any():
+                continue
+            n, piece_labels, area = _label(mask[piece])
+            piece_labels[piece_labels > 0] += count
+            labels[piece] = piece_labels
+            areas.append(area)
+            cells.append(np.full(n, i, np.int64))
+            count += n
+        return labels, areas, cells
+
+    @staticmethod
+    def _rows(labels: np.ndarray, offset: int, last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The band's first and last rows as global ids, and its edges to the previous band's last row."""
+        first, band_last = _global(labels[0], offset), _global(labels[-1], offset)
+        edges = np.zeros((0, 2), np.int64) if last is None else _touching(last, first)
+        return first, band_last, edges
+
+    def _cuts(self, labels: np.ndarray, offset: int, top: int, bottom: int) -> list[np.ndarray]:
+        """Edges between fragments of neighbouring cells inside the band, across every cell border it crosses."""
+        y0, x0, y1, _ = self.cells.T
+        crossing = (y0 < bottom) & (y1 > top)
+        columns = [(labels[:, x - 1], labels[:, x]) for x in np.unique(x0[crossing & (x0 > 0)])]
+        rows = [(labels[y - top - 1], labels[y - top]) for y in np.unique(y0[crossing & (y0 > top)])]
+        return [_touching(_global(a, offset), _global(b, offset)) for a, b in columns + rows]
+
+    def finish(self, removed: Sequence[np.ndarray] | None = None) -> list[ObjectMatch]:
+        """Return the :class:`ObjectMatch` of the prediction with each of ``removed`` cells cleared.
+
+        ``removed``: boolean arrays over the cells (True = cleared), one per
+        match returned; None: one match, nothing cleared. All bands must
+        have been added.
+        """
+        if self.top != self.shape[0]:
+            raise ValueError(f"bands cover rows 0:{self.top} of {self.shape[0]}")
+        truth_root = _components(self.truth_count, np.concatenate(self.truth_edges))
+        truth_ids, truth_index = np.unique(truth_root, return_inverse=True)
+        truth_area = np.bincount(truth_index, weights=np.concatenate(self.truth_area), minlength=len(truth_ids))
+        truth_area = truth_area.astype(np.int64)
+        area, cell = (np.concatenate(part) if part else np.zeros(0, np.int64) for part in (self.area, self.cell))
+        edges = np.concatenate(self.edges)
+        p, t, shared = (np.concatenate(part) for part in zip(*self.overlaps, strict=True))
         matches = []
-        for fragments, pairs in zip(self.predicted, self.pairs, strict=True):
-            index, area = fragments.objects()
-            if pairs:
-                p, t, shared = (np.concatenate(part) for part in zip(*pairs, strict=True))
-                keys = index[p] * max(len(truth_area), 1) + truth_index[t]
-                keys, inverse = np.unique(keys, return_inverse=True)
-                overlap = np.bincount(inverse, weights=shared).astype(np.int64)
-                pair_ids = np.stack([keys // max(len(truth_area), 1), keys % max(len(truth_area), 1)], axis=1)
-            else:
-                pair_ids, overlap = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-            matches.append(ObjectMatch(predicted_area=area, truth_area=truth_area, pairs=pair_ids, overlap=overlap))
+        for cleared in [np.zeros(len(self.cells), bool)] if removed is None else removed:
+            keep = ~np.asarray(cleared, bool)[cell]
+            active = edges[keep[edges[:, 0]] & keep[edges[:, 1]]]
+            roots, index = np.unique(_components(self.count, active)[keep], return_inverse=True)
+            object_of = np.full(self.count, -1, np.int64)
+            object_of[keep] = index
+            object_area = np.bincount(index, weights=area[keep], minlength=len(roots)).astype(np.int64)
+            kept = keep[p]
+            keys = object_of[p[kept]] * max(len(truth_area), 1) + truth_index[t[kept]]
+            keys, inverse = np.unique(keys, return_inverse=True)
+            overlap = np.bincount(inverse, weights=shared[kept], minlength=len(keys)).astype(np.int64)
+            pairs = np.stack([keys // max(len(truth_area), 1), keys % max(len(truth_area), 1)], axis=1)
+            matches.append(ObjectMatch(object_area, truth_area, pairs, overlap))
         return matches
+
+
+def _overlap_counts(predicted: np.ndarray, truth: np.ndarray, truth_count: int) -> tuple[np.ndarray, ...]:
+    """Return ``(predicted label, true label, shared pixels)`` of the overlapping fragments of two label images."""
+    both = (predicted > 0) & (truth > 0)
+    keys = predicted[both].astype(np.int64) * (truth_count + 1) + truth[both]
+    keys, counts = np.unique(keys, return_counts=True)
+    return keys // (truth_count + 1), keys % (truth_count + 1), counts.astype(np.int64)
 
 
 def match_objects(predicted, truth, *, cutoff: int = 1, band_rows: int | None = None) -> ObjectMatch:
@@ -292,10 +324,10 @@ def match_objects(predicted, truth, *, cutoff: int = 1, band_rows: int | None = 
     if tuple(predicted.shape) != tuple(truth.shape):
         raise ValueError(f"predicted shape {tuple(predicted.shape)} differs from truth shape {tuple(truth.shape)}")
     band_rows = band_rows or band_rows_for(predicted)
-    matcher = ObjectMatcher()
+    matcher = ObjectMatcher(predicted.shape)
     for y0 in range(0, predicted.shape[0], band_rows):
         band = np.asarray(predicted[y0 : y0 + band_rows]) >= cutoff
-        matcher.add_band(np.asarray(truth[y0 : y0 + band_rows]), [band])
+        matcher.add_band(np.asarray(truth[y0 : y0 + band_rows]), band)
     return matcher.finish()[0]
 
 

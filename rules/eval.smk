@@ -213,6 +213,9 @@ rule plot_gate_sweep:
         "results/logs/plot_gate_sweep.log",
     conda:
         "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 10 * attempt,
     params:
         stages=STAGES,
         code=code("eval_plot_gate.py"),

@@ -166,6 +166,9 @@ def test_read_windows_keeps_empty_scores_and_rejects_bad_tables(tmp_path):
             read_windows(write_windows(tmp_path / f"{name}.csv", frame), shape)
     with pytest.raises(InputError, match="tile"):
         read_windows(tmp_path / "tile.csv", shape)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="empty.csv: not a windows table"):
+        read_windows(tmp_path / "empty.csv", shape)
 
 
 def test_evaluate_slide_gates_as_configured_and_says_when_it_cannot(tmp_path):

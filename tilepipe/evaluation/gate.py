@@ -118,7 +118,10 @@ def read_windows(path: str | os.PathLike, shape: tuple[int, int]) -> pd.DataFram
     is empty, the centres do not tile the slide (total area, repeated
     origins), ``clf`` or ``tissue`` leave 0..1, or ``segmented`` is not 0/1.
     """
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a windows table ({err})") from None
     missing = [column for column in WINDOW_COLUMNS if column not in table.columns]
     if missing:
         raise InputError(path, f"windows table lacks column(s) {', '.join(missing)}")

@@ -4,7 +4,7 @@ Objects are the 8-connected components of a ``(y, x)`` mask (OpenCV's
 labelling): the predicted objects of a probability store at cutoff ``c``
 are those of ``value >= c``; the true objects those of ``truth != 0``. A
 predicted object P and a true object T *match* when their intersection
-over union ``|P & T| / |P | T|`` is at least :data:`MATCH_IOU` = 0.5,
+over union ``|P & T| / |P | T|`` is at least 0.5,
 tested in integers as ``3 |P & T| >= |P| + |T|``.
 
 At IoU >= 0.5 a match is unique, so no assignment is needed. If P matched
@@ -13,7 +13,7 @@ two true objects T1 and T2 (disjoint), then ``|P & Ti| >= |P | Ti| / 2 >=
 equalities: ``|P | Ti| = |P|`` (each Ti inside P) and ``P = T1 | T2``. But
 P is 8-connected and two distinct components of the truth mask are not
 8-adjacent, so their union is not: a contradiction. The same holds with
-the roles swapped. (At IoU > 0.5 uniqueness holds for any two sets.)
+the roles swapped. (At IoU > 0.5 uniqueness holds for any disjoint objects.)
 Hence the matched pairs are the true positives, ``TP``.
 
 Scores (:func:`object_scores`): precision ``TP / predicted`` (1 when
@@ -24,15 +24,19 @@ object sets, as the pixel Dice counts two empty masks as 1); count error
 true) / true`` (NaN when nothing is true).
 
 Streaming (:class:`ObjectMatcher`): masks are read in bands of full-width
-rows. Each band is labelled on its own; the band's components
-("fragments") of one object are joined by a union-find over the two rows
-at each band boundary (a pixel touches the three pixels below it). The
-pass keeps the pixel count of every fragment and, for every predicted
-fragment and true fragment that overlap, the overlap's pixel count; at
-the end fragments are resolved into objects and their areas and overlaps
-summed. Memory is a few bands plus these counts, never a whole-slide
-array. One truth can be matched against several predicted masks in the
-same pass (the classification-gate sweep, :mod:`tilepipe.evaluation.gate`).
+rows, and the prediction is also cut into *cells* (rectangles tiling it,
+e.g. the kept centres of prediction windows; by default one cell). Each
+band of the truth, and each cell's piece of a band of the prediction, is
+labelled on its own; its components are *fragments*. Fragments that touch
+across a band or cell border (8-connectivity: a pixel touches the three
+pixels beyond the border next to it) are joined by an edge, and the
+components of that graph are the objects. The pass keeps the pixel count
+and the cell of every fragment, the edges, and for every predicted and
+true fragment that overlap the overlap's pixel count; never a whole-slide
+array. Because the prediction is cut at the cell borders, the objects of
+the prediction with any set of cells cleared (windows skipped by the
+classification gate, :mod:`tilepipe.evaluation.gate`) come from the same
+pass: drop those cells' fragments and edges and resolve again.
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from tilepipe.io import rle
 
 __all__ = [
     "COUNT_COLUMNS",
-    "MATCH_IOU",
     "OBJECT_COLUMNS",
     "SCORE_COLUMNS",
     "ObjectMatch",
@@ -62,7 +65,6 @@ __all__ = [
     "with_scores",
 ]
 
-MATCH_IOU = 0.5  # documentation of the integer test 3 |P & T| >= |P| + |T|
 COUNT_COLUMNS = ["predicted_objects", "truth_objects", "matched_objects"]
 SCORE_COLUMNS = ["object_precision", "object_recall", "object_f1", "count_error", "relative_count_error"]
 OBJECT_COLUMNS = COUNT_COLUMNS + SCORE_COLUMNS
@@ -221,12 +223,12 @@ class ObjectMatcher:
             )
         top, bottom = self.top, self.top + rows
         truth_count, truth_labels, truth_area = _label(truth)
-        truth_first, self.truth_last, edges = self._rows(truth_labels, self.truth_count, self.truth_last)
+        self.truth_last, edges = self._rows(truth_labels, self.truth_count, self.truth_last)
         self.truth_edges.append(edges)
         self.truth_area.append(truth_area)
         labels, areas, cells = self._label_cells(np.asarray(predicted) != 0, top, bottom)
         offset = self.count
-        first, self.last, edges = self._rows(labels, offset, self.last)
+        self.last, edges = self._rows(labels, offset, self.last)
         self.edges.append(edges)
         self.edges.extend(self._cuts(labels, offset, top, bottom))
         self.area.extend(areas)
@@ -255,11 +257,10 @@ class ObjectMatcher:
         return labels, areas, cells
 
     @staticmethod
-    def _rows(labels: np.ndarray, offset: int, last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The band's first and last rows as global ids, and its edges to the previous band's last row."""
-        first, band_last = _global(labels[0], offset), _global(labels[-1], offset)
-        edges = np.zeros((0, 2), np.int64) if last is None else _touching(last, first)
-        return first, band_last, edges
+    def _rows(labels: np.ndarray, offset: int, last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The band's last row as global ids, and the edges from the previous band's last row to its first."""
+        edges = np.zeros((0, 2), np.int64) if last is None else _touching(last, _global(labels[0], offset))
+        return _global(labels[-1], offset), edges
 
     def _cuts(self, labels: np.ndarray, offset: int, top: int, bottom: int) -> list[np.ndarray]:
         """Edges between fragments of neighbouring cells inside the band, across every cell border it crosses."""

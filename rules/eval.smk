@@ -1,17 +1,20 @@
-"""Evaluation: out-of-fold Dice per slide, fold and stage, the threshold sweep, the demo's submission Dice, figures."""
+"""Evaluation: out-of-fold Dice and objects per slide, fold and stage, the threshold and gate sweeps, the demo's submission, figures."""
 
 
-rule eval_histogram:
+rule eval_slide:
     input:
         prediction=ancient("results/predictions/{stage}/{slide}.zarr"),
         prediction_content=provenance("results/predictions/{stage}/{slide}.zarr"),
+        # Written by predict with the store: each window's kept centre and classification score.
+        windows="results/predictions/{stage}/{slide}.windows.csv",
         store=ancient("results/slides/{slide}.zarr"),
         store_content=provenance("results/slides/{slide}.zarr"),
     output:
-        "results/eval/{stage}/histograms/{slide}.csv",
+        histogram="results/eval/{stage}/histograms/{slide}.csv",
+        gates="results/eval/{stage}/gates/{slide}.csv",
         provenance=provenance("results/eval/{stage}/histograms/{slide}.csv"),
     log:
-        "results/logs/eval_histogram/{stage}/{slide}.log",
+        "results/logs/eval_slide/{stage}/{slide}.log",
     wildcard_constraints:
         slide=one_of(OOF_IDS),
     conda:
@@ -20,9 +23,13 @@ rule eval_histogram:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
     params:
-        code=code("eval_histogram.py"),
+        # The histogram is gated as configured; objects and the gate sweep
+        # are at the submission's mask threshold.
+        threshold=config["inference"]["threshold"],
+        clf_threshold=config["inference"]["clf_threshold"],
+        code=code("eval_slide.py"),
     script:
-        "../workflow_scripts/eval_histogram.py"
+        "../workflow_scripts/eval_slide.py"
 
 
 rule eval_stage:
@@ -31,6 +38,7 @@ rule eval_stage:
         histograms=expand(
             "results/eval/{{stage}}/histograms/{slide}.csv", slide=OOF_IDS
         ),
+        gates=expand("results/eval/{{stage}}/gates/{slide}.csv", slide=OOF_IDS),
     output:
         dice=report(
             "results/eval/dice_{stage}.csv",
@@ -45,6 +53,13 @@ rule eval_stage:
             category="Out-of-fold Dice",
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "threshold sweep"},
+        ),
+        gates=report(
+            "results/eval/gate_sweep_{stage}.csv",
+            caption="../report/gate_table.rst",
+            category="Out-of-fold Dice",
+            subcategory="{stage}",
+            labels={"stage": "{stage}", "content": "gate sweep"},
         ),
         provenance=provenance("results/eval/dice_{stage}.csv"),
     log:
@@ -71,7 +86,7 @@ if IS_DEMO:
                 "results/eval/submission_dice.csv",
                 caption="../report/submission_dice.rst",
                 category="Submission",
-                labels={"content": "Dice per test slide"},
+                labels={"content": "Dice and objects per test slide"},
             ),
             provenance=provenance("results/eval/submission_dice.csv"),
         log:
@@ -88,6 +103,7 @@ rule eval_summary:
     input:
         dice=expand("results/eval/dice_{stage}.csv", stage=STAGES),
         sweeps=expand("results/eval/threshold_sweep_{stage}.csv", stage=STAGES),
+        gates=expand("results/eval/gate_sweep_{stage}.csv", stage=STAGES),
         submission=["results/eval/submission_dice.csv"] if IS_DEMO else [],
     output:
         summary=report(
@@ -106,6 +122,7 @@ rule eval_summary:
         stages=STAGES,
         final_stage=FINAL_STAGE,
         submission_threshold=config["inference"]["threshold"],
+        submission_gate=config["inference"]["clf_threshold"],
         code=code("eval_summary.py"),
     script:
         "../workflow_scripts/eval_summary.py"
@@ -181,6 +198,31 @@ rule plot_threshold_sweep:
         "../workflow_scripts/eval_plot_sweep.py"
 
 
+rule plot_gate_sweep:
+    input:
+        expand("results/eval/gate_sweep_{stage}.csv", stage=STAGES),
+    output:
+        report(
+            "results/eval/gate_sweep.png",
+            caption="../report/gate_plot.rst",
+            category="Summary",
+            labels={"content": "gate sweep (figure)"},
+        ),
+        provenance=provenance("results/eval/gate_sweep.png"),
+    log:
+        "results/logs/plot_gate_sweep.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    params:
+        stages=STAGES,
+        code=code("eval_plot_gate.py"),
+    script:
+        "../workflow_scripts/eval_plot_gate.py"
+
+
 rule plot_overlay:
     input:
         unpack(overlay_inputs),
@@ -213,6 +255,8 @@ rule eval:
         "results/eval/summary.csv",
         "results/eval/threshold.txt",
         "results/eval/threshold_sweep.png",
+        "results/eval/gate_sweep.png",
+        expand("results/eval/gate_sweep_{stage}.csv", stage=STAGES),
         expand("results/eval/training_{stage}.png", stage=TRAINED_STAGES),
         expand("results/eval/dice_{stage}.png", stage=STAGES),
         expand(

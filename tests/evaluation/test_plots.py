@@ -7,9 +7,11 @@ import pytest
 
 from tests.builders import write_slide_store
 from tilepipe.evaluation.dice import RunsRows
+from tilepipe.evaluation.gate import SWEEP_COLUMNS
 from tilepipe.evaluation.plots import (
     PREDICTION_RGB,
     TRUTH_RGB,
+    plot_gate_sweep,
     plot_overlay,
     plot_slide_dice,
     plot_threshold_sweep,
@@ -103,6 +105,34 @@ def test_threshold_sweep_depends_on_the_curves(tmp_path):
     plot_threshold_sweep({"stage1": sweep(0.5), "stage2": sweep(0.7)}, thresholds, tmp_path / "b.png")
     a, b = png_pixels(tmp_path / "a.png"), png_pixels(tmp_path / "b.png")
     assert a.shape == b.shape and differ(a, b)
+
+
+def gate_sweep_table(steepness: float, scored: bool = True) -> pd.DataFrame:
+    """A gate sweep (off, 0, 0.05, ..., 0.95) whose Dice falls and skipped share rises with the gate."""
+    gates = np.round(np.arange(0, 1, 0.05), 2)
+    lost = np.concatenate([[0.0], steepness * gates**2])
+    table = pd.DataFrame(
+        {
+            "gate": np.concatenate([[np.nan], gates]),
+            "configured": np.concatenate([[False], gates == 0.5]),
+            "mean_dice": 0.9 - lost,
+            "object_recall": 0.95 - lost,
+            "pixel_recall_lost": lost,
+            "scored_windows": 10 if scored else 0,
+            "skipped_share": np.concatenate([[0.0], gates]) if scored else 0.0,
+        }
+    )
+    return table.reindex(columns=SWEEP_COLUMNS)
+
+
+def test_gate_sweep_depends_on_the_curves_and_names_unscored_stages(tmp_path):
+    plot_gate_sweep({"stage1": gate_sweep_table(0.1), "stage2": gate_sweep_table(0.3)}, tmp_path / "a.png")
+    plot_gate_sweep({"stage1": gate_sweep_table(0.1), "stage2": gate_sweep_table(0.6)}, tmp_path / "b.png")
+    plot_gate_sweep({"stage1": gate_sweep_table(0.1), "stage2": gate_sweep_table(0.3, False)}, tmp_path / "c.png")
+    a, b, c = (png_pixels(tmp_path / f"{name}.png") for name in "abc")
+    assert a.shape == b.shape == c.shape and differ(a, b) and differ(a, c)
+    assert has_colour(a, (255, 127, 14), tolerance=3), "stage2 is drawn in C1"
+    assert not has_colour(c, (255, 127, 14), tolerance=3), "an unscored stage is named, not drawn"
 
 
 @pytest.mark.parametrize(("shape", "step"), [((37, 29), 4), ((64, 64), 8), ((5, 3), 1)])

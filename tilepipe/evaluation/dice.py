@@ -38,10 +38,12 @@ __all__ = [
     "THRESHOLD_MODES",
     "RunsRows",
     "ValueHistogram",
+    "band_rows_for",
     "best_threshold",
     "dice",
     "evaluation_threshold",
     "read_histogram",
+    "read_rles",
     "read_truth_rows",
     "rle_dice_counts",
     "slide_dice",
@@ -134,7 +136,7 @@ def value_histogram(probability, truth, *, band_rows: int | None = None) -> Valu
         raise ValueError(f"probability shape {tuple(probability.shape)} differs from truth shape {tuple(truth.shape)}")
     height, width = probability.shape
     if band_rows is None:
-        band_rows = _default_band_rows(probability)
+        band_rows = band_rows_for(probability)
     pixels = np.zeros(VALUES, dtype=np.int64)
     true = np.zeros(VALUES, dtype=np.int64)
     for y0 in range(0, height, band_rows):
@@ -144,8 +146,9 @@ def value_histogram(probability, truth, *, band_rows: int | None = None) -> Valu
     return ValueHistogram(pixels=pixels, truth=true)
 
 
-def _default_band_rows(probability) -> int:
-    """Rows per band: about BAND_PIXELS pixels, a multiple of the array's chunk height when it has chunks."""
+def band_rows_for(probability) -> int:
+    """Return rows per band for streaming the ``(y, x)`` array ``probability``: about :data:`BAND_PIXELS`
+    pixels, a multiple of the array's chunk height when it has chunks."""
     rows = max(1, BAND_PIXELS // max(1, probability.shape[1]))
     chunk_rows = getattr(probability, "chunks", None)
     if chunk_rows:
@@ -310,8 +313,8 @@ def submission_dice(
     naming the submission when an id of the truth is missing from it, and
     naming the file of a malformed RLE; KeyError for an id without a shape.
     """
-    submission = _read_rles(submission_csv)
-    truth = _read_rles(truth_csv)
+    submission = read_rles(submission_csv)
+    truth = read_rles(truth_csv)
     rows = []
     for slide, truth_rle in truth.items():
         if slide not in submission:
@@ -337,14 +340,14 @@ def read_truth_rows(truth_csv: str | os.PathLike, slide: str, shape: tuple[int, 
 
     Raises InputError naming the CSV when it has no row for ``slide``.
     """
-    rles = _read_rles(truth_csv)
+    rles = read_rles(truth_csv)
     if slide not in rles:
         raise InputError(truth_csv, f"no row for id {slide}")
     return RunsRows(rle.parse(rles[slide], shape, f"{truth_csv} (id {slide})"))
 
 
-def _read_rles(path: str | os.PathLike) -> dict[str, str]:
-    """Return id -> RLE of an ``id,predicted`` CSV, in file order (InputError when unusable)."""
+def read_rles(path: str | os.PathLike) -> dict[str, str]:
+    """Return id -> RLE string of the ``id,predicted`` CSV ``path``, in file order (InputError when unusable)."""
     frame = read_id_csv(path, ("id", "predicted"), "id,predicted CSV")
     return dict(zip(frame["id"], frame["predicted"], strict=False))
 

@@ -199,6 +199,22 @@ def test_polygon_labels_match_a_full_window_raster(tmp_path):
     np.testing.assert_array_equal(SlideStore(tmp_path / "slide.zarr").labels[:], expected)
 
 
+def test_qupath_geojson_labels_are_its_pixels_unless_told_to_read_centres(tmp_path):
+    from tilepipe.objects.export import write_objects
+
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    mask = glomerulus_mask()
+    write_objects(mask * 255, 128, tmp_path / "s.geojson", tmp_path / "s.csv", slide_id="s", mpp=0.5, min_area=0)
+    ingest_slide(tiff, tmp_path / "edges.zarr", polygons_path=tmp_path / "s.geojson", **SMALL)
+    np.testing.assert_array_equal(SlideStore(tmp_path / "edges.zarr").labels[:], mask)
+
+    ingest_slide(
+        tiff, tmp_path / "centres.zarr", polygons_path=tmp_path / "s.geojson", polygon_coordinates="centres", **SMALL
+    )
+    centres = SlideStore(tmp_path / "centres.zarr").labels[:]
+    assert (centres >= mask).all() and centres.sum() > mask.sum()  # cv2 also draws the right and bottom outline
+
+
 def test_rle_wins_over_polygons_and_no_source_means_no_labels_group(tmp_path):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
     (tmp_path / "bad.json").write_text("not json")

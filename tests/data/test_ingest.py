@@ -571,6 +571,13 @@ def test_the_store_records_the_pixel_size_in_micrometres(tmp_path, description, 
     assert len(group.attrs["ome"]["multiscales"][0]["datasets"]) > 1, "levels scaled, not only level 0"
 
 
+def test_an_absurd_pixel_size_fails_ingest_naming_the_file_and_leaves_nothing(tmp_path):
+    tiff = tmp_path / "s.svs"
+    tifffile.imwrite(tiff, rgb_pixels(), tile=(64, 64), description=APERIO.replace("MPP = 0.2520", "MPP = 0.0025"))
+    err = assert_fails_cleanly(tiff, tmp_path / "slide.zarr", r"Aperio MPP says 0.0025 um per pixel, outside 0.05..50")
+    assert err.path == str(tiff)
+
+
 def test_a_store_without_a_recorded_pixel_size_assumes_data_mpp(tmp_path):
     from tests.builders import write_slide_store
 

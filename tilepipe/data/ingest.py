@@ -83,9 +83,11 @@ def ingest_slide(
     ``y_um``, ``source``). Returns it.
 
     Raises :class:`InputError` naming the offending file for an unreadable,
-    truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
-    that differs from ``expected_shape``, and bad labels; nothing is left at
-    ``out_path`` (an existing store there stays as it was).
+    truncated or corrupt TIFF, an image that is not 8-bit RGB (RGBA is
+    composited over white: :mod:`tilepipe.io.tiff`), a stated pixel size
+    outside 0.05..50 um, a size that differs from ``expected_shape``, and
+    bad labels; nothing is left at ``out_path`` (an existing store there
+    stays as it was).
     """
     tiff_path, out_path = Path(tiff_path), Path(out_path)
     if chunk <= 0 or chunk % 2:

@@ -27,6 +27,7 @@ if snakemake.input.get("tables") is not None:
         "rle": dataset.rle(slide_id),
         "label_source": f"{dataset.root / TRAIN_CSV} (id {slide_id})",
         "polygons_path": dataset.polygons_path(slide_id),
+        "polygon_coordinates": snakemake.params.ingest["polygon_coordinates"],
         "expected_shape": dataset.expected_shape(slide_id),
     }
 pixel_size = ingest_slide(

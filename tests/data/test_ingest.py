@@ -199,6 +199,22 @@ def test_polygon_labels_match_a_full_window_raster(tmp_path):
     np.testing.assert_array_equal(SlideStore(tmp_path / "slide.zarr").labels[:], expected)
 
 
+def test_qupath_geojson_labels_are_its_pixels_unless_told_to_read_centres(tmp_path):
+    from tilepipe.objects.export import write_objects
+
+    tiff = write_tiff(tmp_path / "s.tiff", "tiled-zlib-contig")
+    mask = glomerulus_mask()
+    write_objects(mask * 255, 128, tmp_path / "s.geojson", tmp_path / "s.csv", slide_id="s", mpp=0.5, min_area=0)
+    ingest_slide(tiff, tmp_path / "edges.zarr", polygons_path=tmp_path / "s.geojson", **SMALL)
+    np.testing.assert_array_equal(SlideStore(tmp_path / "edges.zarr").labels[:], mask)
+
+    ingest_slide(
+        tiff, tmp_path / "centres.zarr", polygons_path=tmp_path / "s.geojson", polygon_coordinates="centres", **SMALL
+    )
+    centres = SlideStore(tmp_path / "centres.zarr").labels[:]
+    assert (centres >= mask).all() and centres.sum() > mask.sum()  # cv2 also draws the right and bottom outline
+
+
 def test_rle_wins_over_polygons_and_no_source_means_no_labels_group(tmp_path):
     tiff = write_tiff(tmp_path / "s.tiff", "strips-lzw")
     (tmp_path / "bad.json").write_text("not json")
@@ -315,13 +331,77 @@ def test_not_a_tiff_and_missing_file_are_input_errors(tmp_path):
     ("pixels", "kwargs", "found"),
     [
         (np.zeros((40, 50), np.uint16), {}, r"found uint16 with 1 channel, shape \(40, 50\)"),
-        (np.zeros((40, 50, 4), np.uint8), {"photometric": "rgb"}, r"found uint8 with 4 channels"),
-        (np.zeros((40, 50, 3), np.float32), {"photometric": "rgb"}, r"found float32 with 3 channels"),
+        (np.zeros((40, 50), np.uint8), {}, r"found uint8 with 1 channel.*single-channel \(greyscale or fluorescence\)"),
+        (
+            np.zeros((40, 50, 4), np.uint8),
+            {"photometric": "minisblack", "planarconfig": "contig"},
+            r"found uint8 with 4 channels.*multiplexed",
+        ),
+        (np.zeros((5, 40, 50), np.uint8), {"photometric": "minisblack"}, r"found uint8 with 5 channels"),
+        (np.zeros((40, 50, 4), np.uint8), {"photometric": "separated"}, r"with 4 channels.*CMYK"),
+        (np.zeros((40, 50, 3), np.float32), {"photometric": "rgb"}, r"found float32 with 3 channels.*8-bit RGB"),
+        (np.zeros((40, 50, 3), np.uint16), {"photometric": "rgb"}, r"found uint16 with 3 channels.*vips scale"),
+        (np.zeros((40, 50, 4), np.uint16), {"photometric": "rgb"}, r"found uint16 with 4 channels"),
     ],
 )
 def test_image_that_is_not_8bit_rgb_is_an_input_error(tmp_path, pixels, kwargs, found):
     tifffile.imwrite(tmp_path / "s.tiff", pixels, **kwargs)
-    assert_fails_cleanly(tmp_path / "s.tiff", tmp_path / "slide.zarr", found)
+    err = assert_fails_cleanly(tmp_path / "s.tiff", tmp_path / "slide.zarr", found)
+    assert err.path == str(tmp_path / "s.tiff")
+
+
+def rgba_pixels() -> np.ndarray:
+    """The test image plus an alpha sample: opaque but for a transparent corner and a half-transparent band."""
+    alpha = np.full((HEIGHT, WIDTH, 1), 255, np.uint8)
+    alpha[:40, :60] = 0
+    alpha[150:170] = np.arange(WIDTH, dtype=np.uint16)[None, :, None] * 255 // (WIDTH - 1)
+    return np.concatenate([rgb_pixels(), alpha], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tile": (48, 64), "compression": "zlib"},
+        {"rowsperstrip": HEIGHT},  # one uncompressed strip: read by offset
+        {"rowsperstrip": 10, "planarconfig": "separate"},
+        {"rowsperstrip": 16, "compression": "zlib", "predictor": True},
+    ],
+)
+@pytest.mark.parametrize("extrasample", ["unassalpha", "assocalpha", "unspecified"])
+def test_rgba_is_composited_over_white_and_opaque_pixels_keep_their_rgb(tmp_path, kwargs, extrasample):
+    rgba = rgba_pixels()
+    tiff = tmp_path / "s.tiff"
+    pixels = rgba.transpose(2, 0, 1) if kwargs.get("planarconfig") == "separate" else rgba
+    tifffile.imwrite(tiff, pixels, photometric="rgb", extrasamples=[extrasample], **kwargs)
+    ingest_slide(tiff, tmp_path / "slide.zarr", **SMALL)
+    rgb, alpha = rgba[..., :3].astype(np.int64), rgba[..., 3:].astype(np.int64)
+    if extrasample == "unassalpha":
+        expected = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    elif extrasample == "assocalpha":
+        expected = np.minimum(rgb + 255 - alpha, 255)
+    else:  # not alpha: dropped
+        expected = rgb
+    level0 = SlideStore(tmp_path / "slide.zarr").levels[0][:]
+    np.testing.assert_array_equal(level0, expected.transpose(2, 0, 1))
+    opaque = rgba[..., 3] == 255
+    np.testing.assert_array_equal(level0.transpose(1, 2, 0)[opaque], rgba[..., :3][opaque])
+    if extrasample != "unspecified":
+        assert (level0[:, :40, :60] == 255).all()  # fully transparent: white, like glass
+
+
+def test_rgba_streamed_strips_and_the_layout_say_rgba(tmp_path, monkeypatch):
+    from tilepipe.io import tiff as tiff_module
+
+    monkeypatch.setattr(tiff_module, "SEGMENT_BUDGET", 64 * 1024)  # the one strip is streamed
+    rgba = rgba_pixels()
+    path = tmp_path / "s.tiff"
+    tifffile.imwrite(path, rgba, photometric="rgb", rowsperstrip=HEIGHT, compression="zlib")
+    with SlideTiff(path) as slide:
+        assert slide.streamed and "contig RGBA" in slide.layout
+        bands = list(slide.bands(CHUNK))
+    alpha = rgba[..., 3:].astype(np.int64)
+    expected = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+    np.testing.assert_array_equal(np.concatenate(bands, axis=1), expected.transpose(2, 0, 1))
 
 
 def test_size_mismatch_with_dataset_information_names_both_sizes(tmp_path):
@@ -489,6 +569,13 @@ def test_the_store_records_the_pixel_size_in_micrometres(tmp_path, description, 
             scale = dataset["coordinateTransformations"][0]["scale"]
             assert scale[-2:] == pytest.approx([expected * 2**level] * 2)
     assert len(group.attrs["ome"]["multiscales"][0]["datasets"]) > 1, "levels scaled, not only level 0"
+
+
+def test_an_absurd_pixel_size_fails_ingest_naming_the_file_and_leaves_nothing(tmp_path):
+    tiff = tmp_path / "s.svs"
+    tifffile.imwrite(tiff, rgb_pixels(), tile=(64, 64), description=APERIO.replace("MPP = 0.2520", "MPP = 0.0025"))
+    err = assert_fails_cleanly(tiff, tmp_path / "slide.zarr", r"Aperio MPP says 0.0025 um per pixel, outside 0.05..50")
+    assert err.path == str(tiff)
 
 
 def test_a_store_without_a_recorded_pixel_size_assumes_data_mpp(tmp_path):

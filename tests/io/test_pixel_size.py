@@ -65,3 +65,41 @@ def test_a_file_that_is_not_a_tiff_is_named(tmp_path):
     path.write_bytes(b"not a tiff at all")
     with pytest.raises(InputError, match=r"s\.tif.*pixel size"):
         read_pixel_size(path, assumed_um=0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "said"),
+    [
+        ("s.ome.tif", {"ome": True, "metadata": {"axes": "YXS", "PhysicalSizeX": 0.01, "PhysicalSizeY": 0.01}}, "0.01"),
+        (
+            "s.ome.tif",
+            {"ome": True, "metadata": {"axes": "YXS", "PhysicalSizeX": 80.0, "PhysicalSizeY": 0.5}},
+            "80 x 0.5",
+        ),
+        ("s.svs", {"description": APERIO.replace("MPP = 0.4990", "MPP = 0.0")}, "0"),
+        ("s.svs", {"description": APERIO.replace("MPP = 0.4990", "MPP = 250")}, "250"),
+    ],
+)
+def test_an_absurd_stated_pixel_size_is_an_error_naming_file_source_and_value(tmp_path, name, kwargs, said):
+    path = write(tmp_path / name, **kwargs)
+    with pytest.raises(InputError) as err:
+        read_pixel_size(path, assumed_um=0.5)
+    assert err.value.path == str(path)
+    source = "Aperio MPP" if name.endswith(".svs") else "OME PhysicalSizeX/Y"
+    assert f"{source} says {said} um per pixel, outside 0.05..50 um" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [0.05, 50.0])
+def test_the_plausible_range_includes_its_ends(tmp_path, value):
+    metadata = {"axes": "YXS", "PhysicalSizeX": value, "PhysicalSizeY": value}
+    assert read_pixel_size(write(tmp_path / "s.ome.tif", ome=True, metadata=metadata), assumed_um=0.5).mpp == value
+
+
+@pytest.mark.parametrize(
+    ("per_unit", "unit", "said"),
+    [(72, "INCH", "(72 dpi: 352.778 um) ignored"), (1e8, "CENTIMETER", "(1e+08 pixels per cm: 0.0001 um) ignored")],
+)
+def test_implausible_resolution_tags_are_ignored_and_the_source_says_what_they_said(tmp_path, per_unit, unit, said):
+    size = read_pixel_size(write(tmp_path / "s.tif", resolution=(per_unit, per_unit), resolutionunit=unit), 0.5)
+    assert size.mpp == 0.5
+    assert size.source == f"TIFF resolution tags {said}, not a slide's pixel size; assumed data.mpp = 0.5"

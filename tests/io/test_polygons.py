@@ -66,7 +66,7 @@ def test_load_other_class_and_feature_collection(tmp_path):
     collection = {"type": "FeatureCollection", "features": [feature([square(0, 0, 5, 5)], name="Medulla")]}
     path = dump(tmp_path, collection)
     assert load_polygons(path) == []
-    assert len(load_polygons(path, class_name="medulla")) == 1
+    assert len(load_polygons(path, classes=["medulla"])) == 1
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,12 @@ def test_load_other_class_and_feature_collection(tmp_path):
         ({"type": "Feature"}, "expected a JSON list"),
         ([feature([square(0, 0, 5, 5)]), 7], "feature 1: expected an object"),
         ([feature([square(0, 0, 5, 5)]), {"type": "Feature"}], "feature 1: missing geometry"),
-        ([feature([[0, 0], [3, 3]], kind="LineString")], "feature 0: unsupported geometry type 'LineString'"),
+        ([feature([[0, 0], [3, 3]], kind="Circle")], "feature 0: unsupported geometry type 'Circle'"),
+        ([{"type": "Feature", "geometry": {"type": "GeometryCollection"}}], "feature 0: GeometryCollection geometries"),
+        ([feature([square(0, 0, 5, 5)]) | {"properties": {"classification": 3}}], "feature 0: properties.classif"),
+        ([feature([square(0, 0, 5, 5)]) | {"properties": {"classification": {"names": "a"}}}], "classification.names"),
+        ([feature([square(0, 0, 5, 5)]) | {"properties": {"childObjects": {}}}], "feature 0: properties.childObjects"),
+        ([feature([square(0, 0, 5, 5)]) | {"properties": {"childObjects": [3]}}], "feature 0 child 0: expected an obj"),
         ([feature([[[0, 0], [5, "5"], [0, 5]]])], "feature 0 ring 0 point 1: expected [x, y] numbers"),
         ([feature([[[0, 0], [5, True], [0, 5]]])], "feature 0 ring 0 point 1"),
         ([feature([[[0, 0], [5], [0, 5]]])], "feature 0 ring 0 point 1"),

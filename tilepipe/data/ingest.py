@@ -53,6 +53,7 @@ def ingest_slide(
     rle: str | None = None,
     label_source: str | None = None,
     polygons_path: str | os.PathLike | None = None,
+    polygon_coordinates: str = "auto",
     expected_shape: tuple[int, int] | None = None,
     chunk: int,
     min_level_size: int,
@@ -64,7 +65,10 @@ def ingest_slide(
 
     Labels come from ``rle`` (Kaggle RLE of the glomerulus mask; ``label_source``
     names where it was read, for error messages) or else from the polygons
-    JSON at ``polygons_path``; with neither the store has no labels group.
+    JSON at ``polygons_path``, its coordinates read in the pixel convention
+    ``polygon_coordinates`` (``ingest.polygon_coordinates``: ``"auto"``,
+    ``"centres"`` or ``"edges"``; :func:`tilepipe.io.polygons.load_polygons`);
+    with neither the store has no labels group.
     ``expected_shape`` is the ``(height, width)`` in pixels the dataset
     information gives for the slide. ``chunk`` is the chunk side (and band
     height) in pixels; levels are halved until the long side is at most
@@ -79,9 +83,11 @@ def ingest_slide(
     ``y_um``, ``source``). Returns it.
 
     Raises :class:`InputError` naming the offending file for an unreadable,
-    truncated or corrupt TIFF, an image that is not 3-channel uint8, a size
-    that differs from ``expected_shape``, and bad labels; nothing is left at
-    ``out_path`` (an existing store there stays as it was).
+    truncated or corrupt TIFF, an image that is not 8-bit RGB (RGBA is
+    composited over white: :mod:`tilepipe.io.tiff`), a stated pixel size
+    outside 0.05..50 um, a size that differs from ``expected_shape``, and
+    bad labels; nothing is left at ``out_path`` (an existing store there
+    stays as it was).
     """
     tiff_path, out_path = Path(tiff_path), Path(out_path)
     if chunk <= 0 or chunk % 2:
@@ -97,7 +103,9 @@ def ingest_slide(
                 tiff_path,
                 f"image is {height} x {width} pixels (height x width) but the dataset information says {eh} x {ew}",
             )
-        mask_bands = _mask_bands(rle, label_source or f"RLE of {tiff_path.name}", polygons_path, (height, width))
+        mask_bands = _mask_bands(
+            rle, label_source or f"RLE of {tiff_path.name}", polygons_path, polygon_coordinates, (height, width)
+        )
         with atomic_output(out_path) as tmp, ThreadPoolExecutor(max(1, threads - 1)) as pool:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             shapes = level_shapes(height, width, min_level_size)
@@ -135,6 +143,7 @@ def _mask_bands(
     rle_text: str | None,
     label_source: str,
     polygons_path: str | os.PathLike | None,
+    polygon_coordinates: str,
     shape: tuple[int, int],
 ) -> MaskBands | None:
     """Return ``mask(y0, y1) -> (y1 - y0, width)`` uint8 0/1 rows of the labels, or None.
@@ -147,7 +156,7 @@ def _mask_bands(
         runs = parse_rle(rle_text, shape, source=label_source)
         return lambda y0, y1: runs.window(y0, y1, 0, width)
     if polygons_path is not None:
-        outlines = load_polygons(polygons_path, size=shape)
+        outlines = load_polygons(polygons_path, size=shape, convention=polygon_coordinates)
         return lambda y0, y1: rasterize(outlines, y0, y1, 0, width)
     return None
 

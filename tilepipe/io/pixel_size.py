@@ -3,10 +3,19 @@
 Looked for in this order: OME-XML ``Pixels`` ``PhysicalSizeX/Y`` (with
 their units; micrometres when no unit is given), the Aperio description's
 ``MPP =`` entry (SVS), the TIFF ``XResolution``/``YResolution`` tags when
-``ResolutionUnit`` is a length (inch or centimetre). Values outside
-:data:`PLAUSIBLE_UM` are ignored (writers put 72 dpi in files that have
-no pixel size) and the next source is tried. A slide that says nothing
-gets the training slides' ``data.mpp``, and the source says it was assumed.
+``ResolutionUnit`` is a length (inch or centimetre). A slide that says
+nothing gets the training slides' ``data.mpp``, and the source says it was
+assumed.
+
+A pixel size outside :data:`PLAUSIBLE_UM` (0.05 to 50 um: a 100x objective
+gives about 0.07 um, a glomerulus of 200 um would be 4 pixels across at
+50 um) is not a slide's. OME and Aperio values are written by microscopy
+software on purpose, so such a value is an error naming the file, the
+source and the value (it has to be corrected: prediction would resample
+the slide by the wrong factor). Resolution tags are filled by any image
+writer, mostly with a screen or print default (72, 96 or 300 dpi: 353, 265
+or 85 um), so implausible ones are ignored and ``data.mpp`` is assumed, the
+source saying what the tags said.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from tilepipe.errors import InputError
 
 __all__ = ["PLAUSIBLE_UM", "PixelSize", "read_pixel_size"]
 
-PLAUSIBLE_UM = (0.01, 100.0)
+PLAUSIBLE_UM = (0.05, 50.0)
 # Micrometres per unit of OME's UnitsLength values that a pixel size can plausibly use.
 _OME_UNITS_UM = {
     "pm": 1e-6,
@@ -59,29 +68,48 @@ def read_pixel_size(path: str | os.PathLike, assumed_um: float, tif: tifffile.Ti
 
     ``tif``: the file already open (ingest's reader), so it is not parsed
     again. Raises :class:`InputError` naming the file when it is not a
-    readable TIFF.
+    readable TIFF, and when its OME or Aperio pixel size lies outside
+    :data:`PLAUSIBLE_UM` (naming the source and the value).
     """
     try:
         if tif is not None:
-            found = _stated(tif)
+            found = _stated(tif, path)
         else:
             with tifffile.TiffFile(path) as opened:
-                found = _stated(opened)
+                found = _stated(opened, path)
+    except InputError:
+        raise
     except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as err:
         raise InputError(path, f"cannot read the pixel size: {err}") from err
-    return found or PixelSize(assumed_um, assumed_um, f"not stated by the slide; assumed data.mpp = {assumed_um}")
+    if isinstance(found, PixelSize):
+        return found
+    why = found or "not stated by the slide"
+    return PixelSize(assumed_um, assumed_um, f"{why}; assumed data.mpp = {assumed_um}")
 
 
-def _stated(tif: tifffile.TiffFile) -> PixelSize | None:
+def _stated(tif: tifffile.TiffFile, path: str | os.PathLike) -> PixelSize | str | None:
+    """Return the stated pixel size, or why the resolution tags were ignored, or None when nothing is stated."""
     page = tif.pages.first
-    return (
-        _from_ome(tif.ome_metadata if tif.is_ome else None) or _from_aperio(page.description) or _from_resolution(page)
-    )
+    stated = _from_ome(tif.ome_metadata if tif.is_ome else None) or _from_aperio(page.description)
+    if stated is not None:
+        if not _plausible(stated.x_um, stated.y_um):
+            low, high = PLAUSIBLE_UM
+            raise InputError(
+                path,
+                f"{stated.source} says {_pair(stated)} um per pixel, outside {low:g}..{high:g} um: not a slide's "
+                "pixel size; correct it in the file's description (e.g. with `tiffcomment`) or re-export the slide",
+            )
+        return stated
+    return _from_resolution(page)
 
 
 def _plausible(x: float, y: float) -> bool:
     low, high = PLAUSIBLE_UM
     return low <= x <= high and low <= y <= high
+
+
+def _pair(size: PixelSize) -> str:
+    return f"{size.x_um:.6g}" if size.x_um == size.y_um else f"{size.x_um:.6g} x {size.y_um:.6g}"
 
 
 def _from_ome(xml: str | None) -> PixelSize | None:
@@ -100,7 +128,7 @@ def _from_ome(xml: str | None) -> PixelSize | None:
             if value is None or unit not in _OME_UNITS_UM:
                 break
             sizes.append(float(value) * _OME_UNITS_UM[unit])
-        if len(sizes) == 2 and _plausible(*sizes):
+        if len(sizes) == 2:
             return PixelSize(sizes[0], sizes[1], "OME PhysicalSizeX/Y")
         return None
     return None
@@ -113,13 +141,18 @@ def _from_aperio(description: str) -> PixelSize | None:
     if match is None:
         return None
     mpp = float(match.group(1))
-    return PixelSize(mpp, mpp, "Aperio MPP") if _plausible(mpp, mpp) else None
+    return PixelSize(mpp, mpp, "Aperio MPP")
 
 
-def _from_resolution(page: tifffile.TiffPage) -> PixelSize | None:
+def _from_resolution(page: tifffile.TiffPage) -> PixelSize | str | None:
+    """Return the resolution tags' pixel size, or why they were ignored, or None when they state none."""
     unit = _TIFF_UNITS_UM.get(int(page.resolutionunit))
     x_per_unit, y_per_unit = page.resolution
     if unit is None or x_per_unit <= 0 or y_per_unit <= 0:
         return None
-    x, y = unit / x_per_unit, unit / y_per_unit
-    return PixelSize(x, y, "TIFF resolution tags") if _plausible(x, y) else None
+    size = PixelSize(unit / x_per_unit, unit / y_per_unit, "TIFF resolution tags")
+    if _plausible(size.x_um, size.y_um):
+        return size
+    per = "dpi" if unit == _TIFF_UNITS_UM[2] else "pixels per cm"
+    density = f"{x_per_unit:.6g}" if x_per_unit == y_per_unit else f"{x_per_unit:.6g} x {y_per_unit:.6g}"
+    return f"TIFF resolution tags ({density} {per}: {_pair(size)} um) ignored, not a slide's pixel size"

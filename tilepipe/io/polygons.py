@@ -1,41 +1,71 @@
-"""Glomerulus polygons: read and write the Kaggle JSON, rasterize mask windows.
+"""Glomerulus polygons: read Kaggle and QuPath GeoJSON, write them, rasterize mask windows.
 
-File format (HuBMAP / QuPath export): a JSON list of GeoJSON-like Features
-(a ``FeatureCollection`` object is accepted too). ``geometry.type`` is
-``Polygon`` or ``MultiPolygon``; coordinates are level-0 pixels, x right,
-y down, floats allowed; ``properties.classification.name`` is the class.
+File format: GeoJSON Features, either a bare JSON list of them (the Kaggle
+HuBMAP files, QuPath 0.2's export) or a ``FeatureCollection`` (QuPath 0.3+
+and :mod:`tilepipe.objects.export`). ``geometry.type`` is ``Polygon`` or
+``MultiPolygon`` (a ``GeometryCollection`` is read member by member);
+coordinates are level-0 pixels, x right, y down, floats allowed; interior
+rings are holes. The class is ``properties.classification``: QuPath's
+``{"name": ..., "color": ...}``, ``{"names": [...]}`` (a derived class),
+the older ``{"name": ..., "colorRGB": ...}``, or a plain string;
+``properties.objectType`` (annotation, detection, ...) does not matter, and
+QuPath's ``properties.childObjects`` are read too. Features of the
+glomerulus classes (:data:`GLOMERULUS_CLASSES`, case-insensitive, also as
+the base of a derived class such as ``"Glomerulus: sclerotic"``) are drawn;
+features of any other class ("Tissue", "Cortex", ...) are not; features
+without a class are drawn and counted, with one warning naming the file.
+Points and lines carry no area: they are skipped, with a warning.
 
-Pixel convention (cv2's ``fillPoly`` with ``LINE_8`` and a fixed-point
-``shift``): the point ``(x, y)`` is the centre of pixel ``(y, x)``. Each
-vertex is rounded to 1/256 px, then to the nearest pixel (.5 rounds up);
-the ring through these whole-pixel vertices is filled by cv2's scanline
-rule (row ``y`` crosses the edges whose end rows satisfy
-``top <= y < bottom``, at x kept in 1/65536 px, and is set from the first
-crossing rounded up to the second rounded down, the third to the fourth,
-...), and cv2's 8-connected line between consecutive vertices is set too.
-So the square with corners (10, 10) and (20, 20) covers rows and columns
-10..20, and the one with corners (10.6, 10.6) and (19.4, 19.4) covers
-11..19. Holes are rasterized the same way and cleared from their own
-polygon only; polygons are combined with OR, so overlapping polygons never
-cancel out (one ``fillPoly`` call for several would XOR them). One
-departure from cv2: it steps x by a slope truncated to 1/65536 px, which
-drifts by a pixel or more along an edge 65536 rows tall or taller; such an
-edge (only a polygon reaching far past a slide has one) is crossed at its
-exact x, so its pixels stay within a pixel of the geometry.
+Two pixel conventions (``convention`` of :func:`load_polygons`, config
+``ingest.polygon_coordinates``):
 
-A polygon sets pixels only in its ``box`` (the box of its whole-pixel
-vertices), and its pixels in a window never depend on the window, so a
-slide can be rasterized in bands. cv2 must see a polygon whole: where it
-clips a ring to its canvas it moves the ring's edges. A polygon whose box
-is no larger than the window (and less than 65536 rows tall) is therefore
-filled by cv2 on a canvas of its box; any other (an outline reaching far
-past the slide) is filled on its part of the window only, by
-:func:`_scan`, which does cv2's integer arithmetic in numpy
+- ``"centres"`` (Kaggle; what the HuBMAP teams did with these files:
+  ``cv2.fillPoly`` on the raw coordinates): the point ``(x, y)`` is the
+  centre of pixel ``(y, x)``, and the outline's pixels are set too. The
+  default for a bare list, so Kaggle's (and the demo's) masks are cv2's.
+- ``"edges"`` (QuPath, and tilepipe's own GeoJSON): pixel ``(y, x)`` is the
+  square from ``(x, y)`` to ``(x + 1, y + 1)``, and is set when its centre
+  ``(x + 0.5, y + 0.5)`` lies inside the polygon (the even-odd rule; a
+  centre exactly on an outline counts on left and top edges, not on right
+  and bottom ones). So an exact pixel-edge outline (QuPath's "create
+  annotation from pixels", :func:`tilepipe.objects.export.outline`) gives
+  back exactly its pixels. The default for a ``FeatureCollection``.
+
+*Centres*, pixel for pixel as cv2's ``fillPoly`` with ``LINE_8`` and a
+fixed-point ``shift``: each vertex is rounded to 1/256 px, then to the
+nearest pixel (.5 rounds up); the ring through these whole-pixel vertices
+is filled by cv2's scanline rule (row ``y`` crosses the edges whose end
+rows satisfy ``top <= y < bottom``, at x kept in 1/65536 px, and is set
+from the first crossing rounded up to the second rounded down, the third to
+the fourth, ...), and cv2's 8-connected line between consecutive vertices
+is set too. So the square with corners (10, 10) and (20, 20) covers rows
+and columns 10..20 (11 x 11 pixels; as *edges* it covers 10..19), and the
+one with corners (10.6, 10.6) and (19.4, 19.4) covers 11..19. One departure
+from cv2: it steps x by a slope truncated to 1/65536 px, which drifts by a
+pixel or more along an edge 65536 rows tall or taller; such an edge (only a
+polygon reaching far past a slide has one) is crossed at its exact x, so its
+pixels stay within a pixel of the geometry.
+
+*Edges*: vertices are rounded to 1/256 px; row ``y`` is sampled at
+``y + 0.5``, crossing the edges whose end points satisfy
+``top <= y + 0.5 < bottom``; each crossing ``X`` (an exact fraction) starts
+or ends the run at the first pixel whose centre is at or right of ``X``.
+Integer arithmetic throughout, so the result has no rounding ties to break.
+
+In both conventions holes are rasterized like their polygon and cleared
+from it only; polygons are combined with OR, so overlapping polygons never
+cancel out (one ``fillPoly`` call for several would XOR them). A polygon
+sets pixels only in its ``box``, and its pixels in a window never depend on
+the window, so a slide can be rasterized in bands. cv2 must see a polygon
+whole: where it clips a ring to its canvas it moves the ring's edges. A
+*centres* polygon whose box is no larger than the window (and less than
+65536 rows tall) is therefore filled by cv2 on a canvas of its box; any
+other (an outline reaching far past the slide) is filled on its part of the
+window only, by :func:`_scan`, which does cv2's integer arithmetic in numpy
 (``tests/io/test_polygons.py`` checks that both agree pixel for pixel).
-Clipping the ring geometrically first would not be exact: a cut edge has
-other rounded end points, so other pixels.
+*Edges* polygons are always sampled on their part of the window only.
 
-Coordinates must be finite and within +-2**29 px (the scan's int64
+Coordinates must be finite and within +-2**29 px (the scans' integer
 arithmetic is exact up to there); :func:`load_polygons` given the slide's
 size also refuses vertices beyond 100 times the slide's size.
 """
@@ -43,8 +73,10 @@ size also refuses vertices beyond 100 times the slide's size.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,49 +86,80 @@ import numpy as np
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 
-__all__ = ["FAR_FACTOR", "MAX_COORDINATE", "Polygon", "load_polygons", "rasterize", "write_polygons"]
+__all__ = [
+    "CONVENTIONS",
+    "FAR_FACTOR",
+    "GLOMERULUS_CLASSES",
+    "MAX_COORDINATE",
+    "Polygon",
+    "load_polygons",
+    "rasterize",
+    "write_polygons",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_COORDINATE = 2**29  # px; no polygon coordinate may lie further from 0
 FAR_FACTOR = 100  # load_polygons(size=...) refuses vertices beyond this many times the slide's size
+CONVENTIONS = ("centres", "edges")
+GLOMERULUS_CLASSES = ("glomerulus", "glomeruli")
 _SUBPIXEL_BITS = 8  # vertices are rounded to 1/256 px first (cv2's fixed point with shift=8)
+_UNIT = 1 << _SUBPIXEL_BITS  # fixed-point units per pixel
+_HALF = _UNIT // 2  # a pixel centre's offset from its top-left corner, fixed point
 _X_BITS = 16  # fractional bits of the x positions in cv2's scanline fill (its XY_SHIFT)
 _LONG_EDGE_ROWS = 1 << _X_BITS  # edges this tall or taller get exact crossings (see _spans)
+_INT64_SAFE = 1 << 30  # fixed-point magnitudes below this keep _sample's products within int64
+_AREAS = ("Polygon", "MultiPolygon")
+_NO_AREA = ("Point", "MultiPoint", "LineString", "MultiLineString")
 
 
 @dataclass(frozen=True, eq=False)
 class Polygon:
-    """One polygon in level-0 pixels.
+    """One polygon in level-0 pixels, and the pixel convention its coordinates are in.
 
     ``exterior`` is an ``(n, 2)`` float64 array of ``(x, y)`` vertices (ring
     not closed: the last vertex is not a copy of the first); ``holes`` are
-    rings of the same form. ``bounds`` is ``(x_min, y_min, x_max, y_max)``
-    of the exterior, in pixels. ``pixels`` are the rings (exterior first)
-    with their vertices rounded to whole pixels, ``(n, 2)`` int64 ``(x, y)``:
-    what :func:`rasterize` draws. ``box`` is ``(left, top, right, bottom)``,
-    ends exclusive: the bounding box of all rings' whole-pixel vertices, in
-    which lies every pixel the polygon sets. Raises ValueError for a ring that is
-    not ``(n >= 3, 2)`` or has a coordinate that is not finite or lies
-    beyond :data:`MAX_COORDINATE`.
+    rings of the same form. ``convention`` is ``"centres"`` (cv2, Kaggle) or
+    ``"edges"`` (QuPath; see the module docstring). ``bounds`` is
+    ``(x_min, y_min, x_max, y_max)`` of the exterior, in pixels. ``fixed``
+    are the rings (exterior first) in 1/256 px, ``(n, 2)`` int64 ``(x, y)``;
+    ``pixels`` the same rounded to whole pixels: what cv2 draws for
+    *centres*. ``box`` is ``(left, top, right, bottom)``, ends exclusive, in
+    which lies every pixel the polygon sets (*centres*: the box of all
+    rings' whole-pixel vertices; *edges*: the pixels whose centres lie in
+    the exterior's bounds). Raises ValueError for a ring that is not
+    ``(n >= 3, 2)`` or has a coordinate that is not finite or lies beyond
+    :data:`MAX_COORDINATE`, and for an unknown convention.
     """
 
     exterior: np.ndarray
     holes: tuple[np.ndarray, ...] = ()
+    convention: str = "centres"
     bounds: tuple[float, float, float, float] = field(init=False)
+    fixed: tuple[np.ndarray, ...] = field(init=False, repr=False)
     pixels: tuple[np.ndarray, ...] = field(init=False, repr=False)
     box: tuple[int, int, int, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
         exterior = _frozen_ring(self.exterior)
         holes = tuple(_frozen_ring(h) for h in self.holes)
         lo = exterior.min(axis=0)
         hi = exterior.max(axis=0)
-        pixels = tuple(_whole_pixels(ring) for ring in (exterior, *holes))
-        every = np.concatenate(pixels)
-        left, top = (int(v) for v in every.min(axis=0))
-        right, bottom = (int(v) + 1 for v in every.max(axis=0))
+        fixed = tuple(_fixed_point(ring) for ring in (exterior, *holes))
+        pixels = tuple(_whole_pixels(ring) for ring in fixed)
+        if self.convention == "centres":
+            every = np.concatenate(pixels)
+            left, top = (int(v) for v in every.min(axis=0))
+            right, bottom = (int(v) + 1 for v in every.max(axis=0))
+        else:  # the first pixel whose centre is at or past each end of the exterior's bounds
+            left, top = (_first_centre_at(int(v)) for v in fixed[0].min(axis=0))
+            right, bottom = (_first_centre_at(int(v)) for v in fixed[0].max(axis=0))
         object.__setattr__(self, "exterior", exterior)
         object.__setattr__(self, "holes", holes)
         object.__setattr__(self, "bounds", (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])))
+        object.__setattr__(self, "fixed", fixed)
         object.__setattr__(self, "pixels", pixels)
         object.__setattr__(self, "box", (left, top, right, bottom))
 
@@ -113,51 +176,119 @@ def _frozen_ring(ring: Any) -> np.ndarray:
     return array
 
 
-def _whole_pixels(ring: np.ndarray) -> np.ndarray:
-    """Return ``ring``'s vertices rounded to 1/256 px, then to whole pixels (.5 up): ``(n, 2)`` int64 ``(x, y)``."""
-    fixed = np.round(ring * (1 << _SUBPIXEL_BITS)).astype(np.int64)
-    pixels = (fixed + (1 << (_SUBPIXEL_BITS - 1))) >> _SUBPIXEL_BITS
+def _fixed_point(ring: np.ndarray) -> np.ndarray:
+    """Return ``ring``'s vertices rounded to 1/256 px, in those units: ``(n, 2)`` int64 ``(x, y)``."""
+    fixed = np.round(ring * _UNIT).astype(np.int64)
+    fixed.setflags(write=False)
+    return fixed
+
+
+def _whole_pixels(fixed: np.ndarray) -> np.ndarray:
+    """Return fixed-point vertices rounded to whole pixels (.5 up): ``(n, 2)`` int64 ``(x, y)``."""
+    pixels = (fixed + _HALF) >> _SUBPIXEL_BITS
     pixels.setflags(write=False)
     return pixels
 
 
-def load_polygons(
-    path: str | os.PathLike, class_name: str = "glomerulus", size: tuple[int, int] | None = None
-) -> list[Polygon]:
-    """Read the polygons of class ``class_name`` (case-insensitive) from ``path``.
+def _first_centre_at(position: int) -> int:
+    """Return the first pixel index whose centre (``index + 0.5`` px) is at or past ``position`` (1/256 px)."""
+    return -((_HALF - position) // _UNIT)
 
-    Features without a classification count as ``class_name``. A
-    MultiPolygon becomes one :class:`Polygon` per part. Returns them in file
-    order. ``size`` is the slide's ``(height, width)`` in level-0 pixels,
-    when known. Raises :class:`InputError` naming ``path`` and the feature
-    (index, and id when it has one) for bad JSON, a wrong structure, an
-    unknown geometry type, non-numeric or non-finite coordinates, rings with
-    fewer than 3 points, and vertices beyond +-:data:`MAX_COORDINATE` or,
-    with ``size``, beyond :data:`FAR_FACTOR` times the slide's height (y) or
-    width (x) from its origin.
+
+def load_polygons(
+    path: str | os.PathLike,
+    classes: Iterable[str] = GLOMERULUS_CLASSES,
+    size: tuple[int, int] | None = None,
+    convention: str = "auto",
+) -> list[Polygon]:
+    """Read the polygons to draw from ``path``: features of ``classes`` (case-insensitive) and unclassified ones.
+
+    Returns them in file order (a feature's ``childObjects`` after it), a
+    MultiPolygon as one :class:`Polygon` per part. ``size`` is the slide's
+    ``(height, width)`` in level-0 pixels, when known. ``convention``:
+    ``"centres"``, ``"edges"`` or ``"auto"`` (edges for a
+    ``FeatureCollection``, centres for a bare list of features; see the
+    module docstring). Logs one warning naming the file when features
+    without a class were drawn (with their count), when point or line
+    features were skipped, and when features exist but none is drawn.
+
+    Raises :class:`InputError` naming ``path`` and the feature (index, and
+    id when it has one) for bad JSON, a wrong structure, a classification
+    that is neither an object nor a string, an unknown geometry type,
+    non-numeric or non-finite coordinates, rings with fewer than 3 points,
+    and vertices beyond +-:data:`MAX_COORDINATE` or, with ``size``, beyond
+    :data:`FAR_FACTOR` times the slide's height (y) or width (x) from its
+    origin.
     """
+    if convention not in ("auto", *CONVENTIONS):
+        raise ValueError(f"convention must be auto or one of {', '.join(CONVENTIONS)}, got {convention!r}")
     limits = _limits(size)
     try:
         with open(path, "rb") as f:
             document = json.loads(f.read())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(path, f"not valid JSON ({err})") from None
-    if isinstance(document, dict) and document.get("type") == "FeatureCollection":
-        document = document.get("features")
-    if not isinstance(document, list):
+    collection = isinstance(document, dict) and document.get("type") == "FeatureCollection"
+    features = document.get("features") if collection else document
+    if not isinstance(features, list):
         raise InputError(path, "expected a JSON list of Features (or a FeatureCollection)")
-    wanted = class_name.casefold()
+    if convention == "auto":
+        convention = "edges" if collection else "centres"
+    wanted = {name.casefold() for name in classes}
     polygons: list[Polygon] = []
-    for index, feature in enumerate(document):
-        where = f"feature {index}"
+    unclassified = no_area = drawn = 0
+    skipped: Counter[str] = Counter()
+    for where, feature in _walk(features, path):
+        name = _class_of(feature, path, where)
+        if name is not None and not _is_wanted(name, wanted):
+            skipped[name] += 1
+            continue
+        parts = _polygons_of(feature.get("geometry"), path, where, limits, convention)
+        if parts is None:
+            no_area += 1
+            continue
+        polygons.extend(parts)
+        drawn += 1
+        unclassified += name is None
+    if unclassified:
+        log.warning(
+            "%s: %d of %d features drawn have no classification; they are drawn as %s",
+            path,
+            unclassified,
+            drawn,
+            "/".join(sorted(wanted)),
+        )
+    if no_area:
+        log.warning("%s: %d point or line features have no area; they are not drawn", path, no_area)
+    if skipped:
+        classes_seen = ", ".join(f"{name!r} x{count}" for name, count in sorted(skipped.items()))
+        if drawn:
+            log.info("%s: not drawn, other classes: %s", path, classes_seen)
+        else:
+            log.warning(
+                "%s: no feature is classified as %s (found %s); the mask is empty",
+                path,
+                "/".join(sorted(wanted)),
+                classes_seen,
+            )
+    return polygons
+
+
+def _walk(features: list, path: str | os.PathLike, prefix: str = "feature") -> Iterator[tuple[str, dict]]:
+    """Yield ``(where, feature)`` for ``features`` and, after each, its QuPath ``properties.childObjects``."""
+    for index, feature in enumerate(features):
+        where = f"{prefix} {index}"
         if not isinstance(feature, dict):
             raise InputError(path, f"{where}: expected an object, got {type(feature).__name__}")
         if feature.get("id") is not None:
             where = f"{where} (id {feature['id']!r})"
-        if _class_of(feature, path, where).casefold() not in ("", wanted):
-            continue
-        polygons.extend(_polygons_of(feature.get("geometry"), path, where, limits))
-    return polygons
+        yield where, feature
+        properties = feature.get("properties")
+        children = properties.get("childObjects") if isinstance(properties, dict) else None
+        if children is not None:
+            if not isinstance(children, list):
+                raise InputError(path, f"{where}: properties.childObjects must be a list")
+            yield from _walk(children, path, f"{where} child")
 
 
 def _limits(size: tuple[int, int] | None) -> tuple[float, float, str]:
@@ -169,24 +300,50 @@ def _limits(size: tuple[int, int] | None) -> tuple[float, float, str]:
     return min(FAR_FACTOR * width, MAX_COORDINATE), min(FAR_FACTOR * height, MAX_COORDINATE), why
 
 
-def _class_of(feature: dict, path: str | os.PathLike, where: str) -> str:
-    """Return the feature's class name, or "" when it has none."""
+def _class_of(feature: dict, path: str | os.PathLike, where: str) -> str | None:
+    """Return the feature's class name (a derived class as ``"Base: sub"``), or None when it has none."""
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
         raise InputError(path, f"{where}: properties must be an object")
-    classification = properties.get("classification") or {}
+    classification = properties.get("classification")
+    if classification is None or isinstance(classification, str):
+        return classification or None
     if not isinstance(classification, dict):
-        raise InputError(path, f"{where}: properties.classification must be an object")
-    name = classification.get("name", "")
-    if not isinstance(name, str):
+        raise InputError(path, f"{where}: properties.classification must be an object or a string")
+    if "names" in classification and "name" not in classification:  # QuPath's derived classes
+        names = classification["names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(path, f"{where}: properties.classification.names must be a list of strings")
+        return ": ".join(names) or None
+    name = classification.get("name")
+    if name is not None and not isinstance(name, str):
         raise InputError(path, f"{where}: properties.classification.name must be a string, got {name!r}")
-    return name
+    return name or None
 
 
-def _polygons_of(geometry: Any, path: str | os.PathLike, where: str, limits: tuple[float, float, str]) -> list[Polygon]:
+def _is_wanted(name: str, wanted: set[str]) -> bool:
+    """True if ``name`` or its base class (before the first ":") is one of ``wanted`` (casefolded)."""
+    return name.strip().casefold() in wanted or name.split(":")[0].strip().casefold() in wanted
+
+
+def _polygons_of(
+    geometry: Any, path: str | os.PathLike, where: str, limits: tuple[float, float, str], convention: str
+) -> list[Polygon] | None:
+    """Return the polygons of ``geometry``, or None when it has no area (points, lines)."""
     if not isinstance(geometry, dict):
         raise InputError(path, f"{where}: missing geometry object")
     kind = geometry.get("type")
+    if kind == "GeometryCollection":
+        members = geometry.get("geometries")
+        if not isinstance(members, list):
+            raise InputError(path, f"{where}: GeometryCollection geometries must be a list")
+        found = [
+            _polygons_of(member, path, f"{where} geometry {i}", limits, convention) for i, member in enumerate(members)
+        ]
+        areas = [polygon for polygons in found if polygons is not None for polygon in polygons]
+        return areas or None
+    if kind in _NO_AREA:
+        return None
     coordinates = geometry.get("coordinates")
     if kind == "Polygon":
         parts = [coordinates]
@@ -195,14 +352,16 @@ def _polygons_of(geometry: Any, path: str | os.PathLike, where: str, limits: tup
             raise InputError(path, f"{where}: MultiPolygon coordinates must be a list of polygons")
         parts = coordinates
     else:
-        raise InputError(path, f"{where}: unsupported geometry type {kind!r} (expected Polygon or MultiPolygon)")
+        raise InputError(
+            path, f"{where}: unsupported geometry type {kind!r} (expected Polygon, MultiPolygon, a point or a line)"
+        )
     polygons = []
     for part_index, part in enumerate(parts):
         part_where = where if kind == "Polygon" else f"{where} part {part_index}"
         if not isinstance(part, list) or not part:
             raise InputError(path, f"{part_where}: polygon coordinates must be a non-empty list of rings")
         rings = [_ring(ring, path, f"{part_where} ring {r}", limits) for r, ring in enumerate(part)]
-        polygons.append(Polygon(rings[0], tuple(rings[1:])))
+        polygons.append(Polygon(rings[0], tuple(rings[1:]), convention))
     return polygons
 
 
@@ -234,14 +393,15 @@ def _ring(ring: Any, path: str | os.PathLike, where: str, limits: tuple[float, f
 
 
 def rasterize(polygons: Iterable[Polygon], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """Return rows ``y0:y1``, columns ``x0:x1`` (level-0 pixels) of the polygons' mask.
+    """Return rows ``y0:y1``, columns ``x0:x1`` (level-0 pixels) of the polygons' mask, each in its convention.
 
     Result: ``(y1 - y0, x1 - x0)`` uint8 0/1, C-contiguous. Any window gives
     exactly the same pixels as the matching slice of a larger window, so a
     slide can be rasterized in bands. Polygons whose box misses the window
     cost one comparison. Memory beyond the result, per polygon: its box when
-    that is no larger than the window, else a few bytes per pixel of the
-    part of the window its box covers, however far its vertices lie.
+    it is a *centres* polygon whose box is no larger than the window, else a
+    few bytes per pixel of the part of the window its box covers, however
+    far its vertices lie.
     """
     if y1 < y0 or x1 < x0:
         raise ValueError(f"empty or inverted window rows {y0}:{y1}, cols {x0}:{x1}")
@@ -252,12 +412,64 @@ def rasterize(polygons: Iterable[Polygon], y0: int, y1: int, x0: int, x1: int) -
         cx0, cx1 = max(x0, left), min(x1, right)
         if cy0 >= cy1 or cx0 >= cx1:
             continue
-        if (bottom - top) * (right - left) <= window.size and bottom - top < _LONG_EDGE_ROWS:
+        if polygon.convention == "edges":
+            part = _sample(polygon, cy0, cy1, cx0, cx1)
+        elif (bottom - top) * (right - left) <= window.size and bottom - top < _LONG_EDGE_ROWS:
             part = _fill(polygon)[cy0 - top : cy1 - top, cx0 - left : cx1 - left]
         else:
             part = _scan(polygon, cy0, cy1, cx0, cx1)
         window[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] |= part
     return window
+
+
+def _sample(polygon: Polygon, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Return rows ``y0:y1``, columns ``x0:x1`` of an *edges* polygon's mask: pixels whose centres lie inside."""
+    exterior, *holes = polygon.fixed
+    inside = _centres_inside(exterior, y0, y1, x0, x1)
+    for hole in holes:
+        inside &= ~_centres_inside(hole, y0, y1, x0, x1)
+    return inside.view(np.uint8)
+
+
+def _centres_inside(ring: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Return the ``(y1 - y0, x1 - x0)`` bool mask of the pixel centres inside the fixed-point ``ring`` (even-odd).
+
+    Row ``y`` is sampled at ``Y = y + 0.5`` px; an edge from ``(xa, ya)`` to
+    ``(xb, yb)`` is crossed where ``min(ya, yb) <= Y < max(ya, yb)``, at
+    ``X = N / D`` (1/256 px, exact), and the crossing toggles every pixel
+    from ``k = ceil(X - 0.5)`` on (the first whose centre is at or right of
+    ``X``). Sorting the integers ``k`` of a row and pairing them gives its
+    runs, with no ties to break. Products stay within int64 while the
+    ring's fixed-point coordinates are below :data:`_INT64_SAFE` (4.2 M px);
+    a ring reaching further is computed with Python integers.
+    """
+    start, end = np.roll(ring, 1, axis=0), ring
+    moving = start[:, 1] != end[:, 1]
+    a, b = start[moving], end[moving]
+    if int(np.abs(ring).max(initial=0)) >= _INT64_SAFE:
+        a, b = a.astype(object), b.astype(object)
+    downward = (a[:, 1] < b[:, 1])[:, None]
+    upper, lower = np.where(downward, a, b), np.where(downward, b, a)
+    first = (-((_HALF - upper[:, 1]) // _UNIT)).astype(np.int64)  # _first_centre_at, elementwise
+    stop = (-((_HALF - lower[:, 1]) // _UNIT)).astype(np.int64)
+    first, stop = np.maximum(first, y0), np.minimum(stop, y1)
+    counts = np.maximum(stop - first, 0)
+    edge = np.repeat(np.arange(len(counts)), counts)
+    rows = first[edge] + np.arange(len(edge)) - np.repeat(np.cumsum(counts) - counts, counts)
+    rise = lower[edge, 1] - upper[edge, 1]  # D > 0
+    below = rows.astype(upper.dtype) * _UNIT + _HALF - upper[edge, 1]  # 0 <= below < D
+    numerator = upper[edge, 0] * rise + below * (lower[edge, 0] - upper[edge, 0])  # X = numerator / D
+    ks = np.asarray(-((_HALF * rise - numerator) // (_UNIT * rise)), dtype=np.int64).reshape(-1)
+    order = np.lexsort((ks, rows))
+    rows, ks = rows[order], ks[order]
+    # A closed ring crosses every row an even number of times, so pairs never straddle two rows.
+    rows, starts, stops = rows[0::2] - y0, np.clip(ks[0::2], x0, x1) - x0, np.clip(ks[1::2], x0, x1) - x0
+    keep = starts < stops
+    rows, starts, stops = rows[keep], starts[keep], stops[keep]
+    steps = np.zeros((y1 - y0, x1 - x0 + 1), dtype=np.int8)  # +1 where a run starts, -1 where it stops
+    np.add.at(steps, (rows, starts), 1)
+    np.add.at(steps, (rows, stops), -1)
+    return np.cumsum(steps, axis=1, out=steps)[:, :-1] > 0
 
 
 def _fill(polygon: Polygon) -> np.ndarray:
@@ -368,12 +580,21 @@ def _outline(start: np.ndarray, end: np.ndarray, y0: int, y1: int, x0: int, x1: 
 
 
 def write_polygons(path: str | os.PathLike, polygons: Iterable[Polygon], class_name: str = "glomerulus") -> None:
-    """Write ``polygons`` to ``path`` as a JSON list of Polygon Features of class ``class_name``.
+    """Write ``polygons`` to ``path`` as Polygon Features of class ``class_name``, in the form their convention reads back.
 
-    Rings are written closed (GeoJSON style); coordinates keep full float
-    precision, so :func:`load_polygons` reads back the same vertices. The
-    file appears atomically.
+    *Centres* polygons are written as a bare JSON list (Kaggle's form),
+    *edges* polygons as a QuPath ``FeatureCollection`` of annotations, so
+    :func:`load_polygons` with ``convention="auto"`` reads them back in the
+    same convention; mixing both raises ValueError. Rings are written closed
+    (GeoJSON style); coordinates keep full float precision, so
+    :func:`load_polygons` reads back the same vertices. The file appears
+    atomically.
     """
+    polygons = list(polygons)
+    conventions = {polygon.convention for polygon in polygons}
+    if len(conventions) > 1:
+        raise ValueError("cannot write centres and edges polygons to one file: they are read back in one convention")
+    edges = conventions == {"edges"}
     features = [
         {
             "type": "Feature",
@@ -382,12 +603,19 @@ def write_polygons(path: str | os.PathLike, polygons: Iterable[Polygon], class_n
                 "type": "Polygon",
                 "coordinates": [_closed(polygon.exterior)] + [_closed(hole) for hole in polygon.holes],
             },
-            "properties": {"classification": {"name": class_name}, "isLocked": False, "measurements": []},
+            "properties": (
+                {"objectType": "annotation", "classification": {"name": class_name}}
+                if edges
+                else {"classification": {"name": class_name}, "isLocked": False, "measurements": []}
+            ),
         }
         for polygon in polygons
     ]
+    if edges:
+        for feature in features:
+            del feature["id"]
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(features, f)
+        json.dump({"type": "FeatureCollection", "features": features} if edges else features, f)
         f.write("\n")
 
 

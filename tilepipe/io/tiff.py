@@ -34,6 +34,13 @@ The image is the largest level of any series (so SubIFD pyramids and
 extra reduced pages are skipped). It must be 8-bit with three channels:
 one page of RGB samples (contiguous ``(y, x, 3)`` or planar ``(3, y, x)``)
 or three one-sample pages (``(3, y, x)`` or ``(1, 1, 3, y, x)`` series).
+One page of RGB plus a fourth sample is read too: an alpha sample
+(ExtraSamples associated or unassociated) is composited over white, band by
+band, as a slide's background is (opaque pixels keep their RGB exactly); an
+unspecified fourth sample is dropped. Anything else is refused naming what
+was found: one channel (greyscale or fluorescence: the models segment
+brightfield RGB, and replicating a grey channel would only hide that),
+more channels (multiplexed or CMYK), and samples other than uint8.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ STREAMABLE_COMPRESSIONS = {1, *DEFLATE_COMPRESSIONS}
 SEGMENT_BUDGET = 256 * 2**20
 """Most bytes one strip, or one row of tiles, may decode to in one go; larger strips are streamed or refused."""
 BAND_BUDGET = 256 * 2**20
-"""Most bytes one ``(3, rows, width)`` band may take (174,762 px wide at 512 rows); a wider image is refused.
+"""Most bytes one ``(channels, rows, width)`` band may take (174,762 px wide at 512 rows); a wider image is refused.
 
 Ingest holds about six bands: slides up to ~65,000 px wide stay under 1 GB
 at 512 rows, wider real slides take proportionally more (or a smaller
@@ -93,7 +100,7 @@ class SlideTiff:
     decoded in parts (see the module docstring). Starts no threads:
     :meth:`bands` decodes in the pool it is given, else in the calling
     thread. Raises :class:`InputError` naming the file, before any pixel is
-    allocated, if it is not a readable TIFF, is not 3-channel uint8, lists
+    allocated, if it is not a readable TIFF, is not 8-bit RGB (or RGBA), lists
     fewer tiles or strips than its size needs, has tiles or strips past its
     end, or has strips or rows of tiles that cannot be decoded within
     ``SEGMENT_BUDGET`` bytes (the message says how to re-save it).
@@ -144,14 +151,17 @@ class SlideTiff:
         if len(self.sources) == 3:
             planes = "3 one-channel pages"
         else:
-            planes = "planar RGB" if page.planarconfig == 2 else "contig RGB"
+            samples = {None: "RGB", "associated": "RGBA", "unassociated": "RGBA"}[self.alpha]
+            samples += "" if self.channels == 3 or self.alpha else "+1"
+            planes = f"{'planar' if page.planarconfig == 2 else 'contig'} {samples}"
         reader = "contiguous reads" if self.contiguous else "streamed strips" if self.streamed else "segment decoding"
         return f"{segments} {compression}, {planes}, {'bigtiff' if self.tif.is_bigtiff else 'tiff'}; {reader}"
 
     def bands(self, rows: int, pool: Executor | None = None) -> Generator[np.ndarray, None, None]:
-        """Yield the image top to bottom as ``(3, rows, width)`` uint8 bands.
+        """Yield the image top to bottom as ``(3, rows, width)`` uint8 RGB bands.
 
-        The last band has the remaining ``height % rows`` rows (if any).
+        The last band has the remaining ``height % rows`` rows (if any); an
+        alpha sample is composited over white (see the module docstring).
         Each band is a new array the caller may keep. Segments (and the
         channel planes of streamed strips) are decoded in ``pool`` (the
         caller's, so that it decides how many threads a job runs), or with
@@ -160,21 +170,28 @@ class SlideTiff:
         would take more than ``BAND_BUDGET`` bytes.
         """
         height, width = self.shape
-        band_bytes = 3 * min(rows, height) * width
+        band_bytes = self.channels * min(rows, height) * width
         if band_bytes > BAND_BUDGET:
             raise InputError(
                 self.path,
-                f"a band of {min(rows, height)} rows decodes to {min(rows, height)} x {width} x 3 = "
+                f"a band of {min(rows, height)} rows decodes to {min(rows, height)} x {width} x {self.channels} = "
                 f"{_size(band_bytes)}, more than the {_size(BAND_BUDGET)} a band may take: the image "
                 f"({height} x {width} pixels) is too wide, or its size tags are wrong (a smaller ingest.chunk gives smaller bands)",
             )
         if self.contiguous:
-            for y0 in range(0, height, rows):
-                yield self._read_contiguous(y0, min(y0 + rows, height))
+            raw = (self._read_contiguous(y0, min(y0 + rows, height)) for y0 in range(0, height, rows))
         elif self.streamed:
-            yield from self._streamed_bands(rows, pool)
+            raw = self._streamed_bands(rows, pool)
         else:
-            yield from _rebanded(self._segment_rows(pool), rows)
+            raw = _rebanded(self._segment_rows(pool), rows)
+        if self.channels == 3:
+            yield from raw
+            return
+        try:
+            for band in raw:
+                yield _over_white(band, self.alpha)
+        finally:
+            raw.close()
 
     def _find_channels(self) -> list[ChannelSource]:
         try:
@@ -188,12 +205,19 @@ class SlideTiff:
         key = level.keyframe
         samples = int(key.samplesperpixel)
         channels = samples * len(pages)
-        if key.dtype != np.uint8 or channels != 3 or key.imagedepth != 1:
+        rgb_plus_one = len(pages) == 1 and samples == 4 and key.photometric == tifffile.PHOTOMETRIC.RGB
+        if key.dtype != np.uint8 or not (channels == 3 or rgb_plus_one) or key.imagedepth != 1:
+            found = (
+                f"found {key.dtype} with {channels} channel{'s' if channels != 1 else ''}, "
+                f"shape {level.shape} (axes {level.axes})"
+            )
             raise InputError(
                 self.path,
-                f"expected an 8-bit RGB image (uint8 with 3 channels), found {key.dtype} with "
-                f"{channels} channel{'s' if channels != 1 else ''}, shape {level.shape} (axes {level.axes})",
+                f"expected an 8-bit RGB image (uint8 with 3 channels, or RGBA), {found}: {_why_not(key, channels)}",
             )
+        self.channels = channels
+        extra = tuple(int(e) for e in key.extrasamples)
+        self.alpha = {1: "associated", 2: "unassociated"}.get(extra[0]) if rgb_plus_one and extra else None
         if key.is_subsampled and key.compression not in JPEG_COMPRESSIONS:
             raise InputError(self.path, "chroma-subsampled YCbCr outside JPEG is not supported")
         if len({_geometry(page.keyframe) for page in pages}) > 1:
@@ -244,10 +268,10 @@ class SlideTiff:
         height, width = self.shape
         key = self.sources[0].page.keyframe
         rows = min(key.tilelength if key.is_tiled else key.rowsperstrip, height)
-        nbytes = rows * width * 3
+        nbytes = rows * width * self.channels
         if nbytes <= SEGMENT_BUDGET:
             return False
-        decodes = f"decodes to {rows} x {width} x 3 = {_size(nbytes)}"
+        decodes = f"decodes to {rows} x {width} x {self.channels} = {_size(nbytes)}"
         budget = f"more than the {_size(SEGMENT_BUDGET)} a slide may decode at once"
         if key.is_tiled:
             raise InputError(
@@ -306,7 +330,7 @@ class SlideTiff:
             )
 
     def _streamed_bands(self, rows: int, pool: Executor | None) -> Iterator[np.ndarray]:
-        """Yield ``(3, rows, width)`` uint8 bands read plane by plane from streamed strips."""
+        """Yield ``(channels, rows, width)`` uint8 bands read plane by plane from streamed strips."""
         height, width = self.shape
         key = self.sources[0].page.keyframe
         strip_rows = self._strip_rows()
@@ -326,7 +350,7 @@ class SlideTiff:
                     )
                 )
         for y0 in range(0, height, rows):
-            band = np.empty((3, min(rows, height - y0), width), dtype=np.uint8)
+            band = np.empty((self.channels, min(rows, height - y0), width), dtype=np.uint8)
             fill = functools.partial(_fill_band, band, key.predictor == 2)
             for _ in map(fill, planes) if pool is None or len(planes) == 1 else pool.map(fill, planes):
                 pass
@@ -344,14 +368,14 @@ class SlideTiff:
 
     def _read_contiguous(self, y0: int, y1: int) -> np.ndarray:
         _, width = self.shape
-        band = np.empty((3, y1 - y0, width), dtype=np.uint8)
+        band = np.empty((self.channels, y1 - y0, width), dtype=np.uint8)
         fh = self.tif.filehandle
         for source in self.sources:
             page = source.page
             start = int(page.dataoffsets[0])
-            if source.samples == 3 and page.keyframe.planarconfig == 1:
-                pixels = np.empty((y1 - y0, width, 3), dtype=np.uint8)
-                self._read_exact(fh, start + y0 * width * 3, pixels)
+            if source.samples > 1 and page.keyframe.planarconfig == 1:
+                pixels = np.empty((y1 - y0, width, source.samples), dtype=np.uint8)
+                self._read_exact(fh, start + y0 * width * source.samples, pixels)
                 band[:] = pixels.transpose(2, 0, 1)
                 continue
             plane_bytes = self.shape[0] * width
@@ -367,7 +391,7 @@ class SlideTiff:
             raise InputError(self.path, f"truncated: read {got} of {out.nbytes} bytes at offset {offset}")
 
     def _segment_rows(self, pool: Executor | None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(y0, rows)``: each row of segments decoded into ``(3, n, width)`` uint8."""
+        """Yield ``(y0, rows)``: each row of segments decoded into ``(channels, n, width)`` uint8."""
         height, width = self.shape
         key = self.sources[0].page.keyframe
         segment_height = key.tilelength if key.is_tiled else key.rowsperstrip
@@ -377,7 +401,7 @@ class SlideTiff:
         for row in range(segment_rows):
             y0 = row * segment_height
             y1 = min(y0 + segment_height, height)
-            out = np.empty((3, y1 - y0, width), dtype=np.uint8)
+            out = np.empty((self.channels, y1 - y0, width), dtype=np.uint8)
             indices = [
                 (plane * segment_rows + row) * columns + col for plane in range(planes) for col in range(columns)
             ]
@@ -407,7 +431,7 @@ class SlideTiff:
         ]
 
     def _decode_into(self, out: np.ndarray, y0: int, job: tuple[ChannelSource, bytes | None, int]) -> None:
-        """Decode ``job`` (source, encoded bytes, segment index) into ``out``: the ``(3, n, width)`` rows from y0."""
+        """Decode ``job`` (source, encoded bytes, segment index) into ``out``: the ``(channels, n, width)`` rows from y0."""
         source, data, index = job
         page, key = source.page, source.page.keyframe
         kwargs = {}
@@ -421,7 +445,7 @@ class SlideTiff:
             ) from err
         top = y - y0
         channel = source.first_channel + plane
-        channels = slice(0, 3) if shape[3] == 3 else slice(channel, channel + 1)
+        channels = slice(0, shape[3]) if shape[3] > 1 else slice(channel, channel + 1)
         if segment is None:  # an empty (sparse) segment reads as zeros
             out[channels, top : top + shape[1], x : x + shape[2]] = 0
             return
@@ -435,7 +459,7 @@ class _StripReader:
 
     ``indices`` are the plane's strips top to bottom, ``sizes`` their decoded
     bytes; the plane fills band channel ``channel`` (and the next ones) with
-    ``samples`` samples per pixel (3 for contiguous RGB, else 1).
+    ``samples`` samples per pixel (3 or 4 for contiguous RGB(A), else 1).
     Uncompressed strips are read by offset; deflate strips are inflated
     incrementally (``zlib.decompressobj`` with a ``max_length``), so memory
     holds the caller's array plus ``READ_BYTES`` stored and
@@ -516,7 +540,7 @@ class _StripReader:
 
 
 def _fill_band(band: np.ndarray, horizontal_predictor: bool, plane: _StripReader) -> None:
-    """Read the next ``band.shape[1]`` rows of ``plane`` into their channels of the ``(3, rows, width)`` band."""
+    """Read the next ``band.shape[1]`` rows of ``plane`` into their channels of the ``(channels, rows, width)`` band."""
     if plane.samples == 1:
         pixels = band[plane.channel]
         plane.readinto(pixels)
@@ -527,6 +551,50 @@ def _fill_band(band: np.ndarray, horizontal_predictor: bool, plane: _StripReader
         imagecodecs.delta_decode(pixels, axis=1, out=pixels)
     if plane.samples != 1:
         band[plane.channel : plane.channel + plane.samples] = pixels.transpose(2, 0, 1)
+
+
+def _why_not(key: tifffile.TiffPage, channels: int) -> str:
+    """Say, for an image that is not 8-bit RGB(A), why it cannot be read and what to do."""
+    if key.imagedepth != 1:
+        return "a 3D (volume) image; save the slide's plane as a 2D RGB TIFF"
+    if channels == 1:
+        return (
+            "a single-channel (greyscale or fluorescence) image; the models segment brightfield RGB slides "
+            "(PAS-stained kidney), so a grey channel is not copied into three"
+        )
+    if key.dtype != np.uint8 and channels in (3, 4):
+        return (
+            f"{key.dtype} samples; re-save it as 8-bit RGB, e.g. `vips scale in.tif "
+            "out.tif[tile,compression=deflate,bigtiff]` (stretches its range to 0-255)"
+        )
+    if key.photometric == tifffile.PHOTOMETRIC.SEPARATED:
+        return "CMYK samples; re-save it as RGB"
+    return f"{channels} channels (a multiplexed or fluorescence image?); only RGB or RGBA slides can be read"
+
+
+def _over_white(band: np.ndarray, alpha: str | None) -> np.ndarray:
+    """Return the ``(3, rows, width)`` RGB of a ``(4, rows, width)`` band, its alpha composited over white.
+
+    ``alpha``: "unassociated" (straight: ``(c * a + 255 * (255 - a)) / 255``,
+    rounded), "associated" (premultiplied: ``c + 255 - a``), or None (the
+    fourth sample is not alpha and is dropped). Opaque pixels keep their RGB;
+    a band with no transparent pixel is returned as a view of its first three
+    channels.
+    """
+    rgb = band[:3]
+    if alpha is None or int(band[3].min()) == 255:
+        return rgb
+    out = np.empty(rgb.shape, dtype=np.uint8)
+    opacity = band[3].astype(np.uint16)
+    if alpha == "associated":
+        clear = 255 - opacity
+        for channel in range(3):
+            out[channel] = np.minimum(rgb[channel] + clear, 255)
+    else:
+        white = (255 - opacity) * 255 + 127  # at most 65152: uint16 holds every sum below
+        for channel in range(3):
+            out[channel] = (rgb[channel] * opacity + white) // 255
+    return out
 
 
 def _size(nbytes: int) -> str:

@@ -362,3 +362,27 @@ def test_valid_architecture_settings_pass_config_validation():
     resolve({"model": {"architecture": "FPN", "deep_supervision": False, "cbam": False, "clf_head": False}})
     resolve({"model": {"architecture": "PAN"}, "train": {"input_size": 128}})
     resolve({"model": {"encoder": "timm/efficientnet_b0", "deep_supervision": True}})
+
+
+# ------------------------------------------------------------- inference's use of the interface
+
+
+def test_an_ensemble_of_both_kinds_predicts_gated_centres():
+    from tilepipe.inference.ensemble import Ensemble
+    from tilepipe.inference.windows import centre_grid
+
+    torch.manual_seed(4)
+    models = [
+        build_model({"encoder": SMALL_TIMM, **NARROW}),
+        build_model({"architecture": "UnetPlusPlus", "encoder": STRIDE4_TIMM, "decoder_attention": "scse"}),
+    ]
+    grid = centre_grid(128, 128, tile_size=64, keep=32)
+    windows = grid.row(0)
+    inputs = images(batch=len(windows), seed=8).numpy()
+    common = {"tta": ["none", "hflip"], "device": torch.device("cpu"), "amp": False, "channels_last": False}
+    ungated = Ensemble(models, clf_threshold=None, **common).predict_centres(inputs, grid, windows)
+    all_pass = Ensemble(models, clf_threshold=0.0, **common).predict_centres(inputs, grid, windows)
+    none_pass = Ensemble(models, clf_threshold=1.0, **common).predict_centres(inputs, grid, windows)
+    assert len(ungated) == len(windows) and none_pass == []
+    for (w1, c1), (w2, c2) in zip(ungated, all_pass, strict=True):
+        assert w1 == w2 and c1.dtype == c2.dtype and (c1 == c2).all()

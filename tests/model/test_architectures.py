@@ -284,6 +284,10 @@ def test_timm_weights_files_pth_and_safetensors(tmp_path):
         assert torch.equal(smp_model.encoder.model.stem.conv.weight, stem)
     two = build_model({"encoder": SMALL_TIMM, "encoder_weights": str(pth), "in_channels": 2, **NARROW})
     assert two.encoder.model.stem.conv.weight.shape[1] == 2  # timm adapted the first conv
+    headless = tmp_path / "headless.pth"
+    torch.save({k: v for k, v in whole.state_dict().items() if not k.startswith("head.fc.")}, headless)
+    unet = build_model({"encoder": SMALL_TIMM, "encoder_weights": str(headless), **NARROW})
+    assert torch.equal(unet.encoder.model.s4.b1.conv1.conv.weight, whole.s4.b1.conv1.conv.weight)
 
 
 def test_timm_weights_files_that_do_not_fit_name_the_file_and_keys(tmp_path):

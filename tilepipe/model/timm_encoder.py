@@ -4,8 +4,9 @@ timm builds the backbone with ``features_only=True``; tilepipe only chooses
 which of its feature maps to take and says what went wrong in terms of the
 config. Encoder weights: None (random), ``"imagenet"`` (timm's pretrained
 weights of NAME's default tag, or of ``NAME.TAG``), or the path of a state
-dict of timm's ``timm.create_model(NAME)`` (``.pth`` or ``.safetensors``),
-loaded strictly by timm (which adapts the first conv to ``in_channels``).
+dict of timm's ``timm.create_model(NAME)`` (``.pth`` or ``.safetensors``;
+its classifier may be left out), checked key by key here and loaded by timm
+(which adapts the first conv to ``in_channels``).
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def pretrained_arguments(name: str, weights: str | os.PathLike | None) -> dict[s
             raise InputError(None, f"model.encoder_weights: timm has no pretrained weights for {name}")
         return {"pretrained": True}
     state_dict = _read_state_dict(weights)
-    with torch.device("meta"):  # shapes only: checked here, since timm loads some feature models non-strictly
-        whole = timm.create_model(name, pretrained=False)
-    problem = state_dict_mismatch(whole, state_dict)
+    # Checked here, key by key: timm drops the classifier, then loads feature models non-strictly.
+    with torch.device("meta"):  # shapes only
+        headless = timm.create_model(name, pretrained=False, num_classes=0)
+    classifier = headless.pretrained_cfg.get("classifier") or ()
+    heads = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
+    problem = state_dict_mismatch(headless, {k: v for k, v in state_dict.items() if not k.startswith(heads)})
     if problem is not None:
         raise InputError(weights, f"does not fit timm's {name} model: {problem}")
     overlay = {"state_dict": state_dict, "source": None, "file": None}

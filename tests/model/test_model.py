@@ -8,7 +8,7 @@ import torch
 import torchvision
 import yaml
 
-from tilepipe.config import defaults
+from tilepipe.config import FIRST_PLACE_PARTS, defaults
 from tilepipe.errors import InputError
 from tilepipe.model import (
     DEFAULT_SETTINGS,
@@ -150,7 +150,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, trained_small_m
     assert torch.equal(actual["logits"], expected["logits"])
     assert torch.equal(actual["clf"], expected["clf"])
     assert all(torch.equal(a, e) for a, e in zip(actual["deep"], expected["deep"], strict=False))
-    assert checkpoint_settings(path) == {**DEFAULT_SETTINGS, **SMALL}
+    assert checkpoint_settings(path) == {**DEFAULT_SETTINGS, **SMALL, **dict.fromkeys(FIRST_PLACE_PARTS, True)}
     assert read_checkpoint(path)["extra"]["epoch"] == 3
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
 
@@ -222,7 +222,7 @@ def test_unknown_encoder_and_settings_are_rejected():
         build_model({"encoder": "vgg11"})
     with pytest.raises(InputError, match="model.dropout: unknown setting"):
         build_model({**SMALL, "dropout": 0.5})
-    with pytest.raises(InputError, match="model.cbam: expected true or false"):
+    with pytest.raises(InputError, match="model.cbam: expected true, false or null"):
         build_model({**SMALL, "cbam": "yes"})
 
 

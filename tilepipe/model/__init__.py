@@ -1,4 +1,4 @@
-"""The 1st-place segmentation network: encoders, decoder, heads, the U-Net that wires them, checkpoints."""
+"""The segmentation networks: the 1st-place U-Net (encoders, decoder, heads), smp architectures, timm backbones, checkpoints."""
 
 from tilepipe.model.build import DEFAULT_SETTINGS, build_model, resolve_settings
 from tilepipe.model.checkpoint import (
@@ -13,6 +13,7 @@ from tilepipe.model.checkpoint import (
 )
 from tilepipe.model.encoders import ENCODERS
 from tilepipe.model.first_place import FIRST_PLACE_SETTINGS, import_first_place
+from tilepipe.model.smp_network import SmpNetwork
 from tilepipe.model.unet import Unet
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "GEOMETRY_KEYS",
     "ENCODERS",
     "FIRST_PLACE_SETTINGS",
+    "SmpNetwork",
     "Unet",
     "build_model",
     "checkpoint_geometry",

@@ -191,7 +191,7 @@ def _network(checkpoint: dict[str, Any], path: str | os.PathLike, map_location: 
     settings = {**checkpoint["settings"], "encoder_weights": None}
     with torch.random.fork_rng(devices=[]):
         model = build_model(settings)
-    load_state_dict_checked(
-        model, checkpoint["state_dict"], path, f"the {settings['encoder']} U-Net of its stored settings"
-    )
+    architecture, encoder = settings["architecture"], settings["encoder"]
+    network = f"{encoder} U-Net" if architecture == "unet_1st_place" else f"{architecture} on {encoder}"
+    load_state_dict_checked(model, checkpoint["state_dict"], path, f"the {network} of its stored settings")
     return model.to(map_location).eval()

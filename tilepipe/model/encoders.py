@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -142,21 +143,53 @@ class Encoder(nn.Module):
         return features
 
 
-def _fetch_imagenet(name: str, spec: EncoderSpec) -> nn.Module:
+@contextmanager
+def imagenet_download(name: str, source: str, local: str, cache: str) -> Iterator[None]:
+    """Turn a failed download of ``name``'s ImageNet weights inside the block into an InputError that says what to do.
+
+    ``source``: where the weights come from (a URL or a hub repository);
+    ``local``: what a local file must hold; ``cache``: where the library
+    looks for them before downloading. Blocking network operations of the
+    block time out after :data:`DOWNLOAD_TIMEOUT` seconds (torch.hub's
+    urlopen has none: a stalled link would hang forever).
+    """
     previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # torch.hub's urlopen has none: a stalled link would hang forever
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
-        return spec.build_original(True)
-    except OSError as err:  # URLError, timeouts, refused connections, unwritable cache
+        yield
+    except OSError as err:  # URLError, timeouts, refused connections, unwritable cache, hub errors
         raise InputError(
             None,
             f"model.encoder_weights: could not download the ImageNet weights of {name} "
-            f"from {spec.imagenet_url()} ({type(err).__name__}: {err}). Offline, download that file "
-            "elsewhere and set model.encoder_weights to its local path (a state dict of the "
-            f"{name} model of {spec.library}), or put it in $TORCH_HOME/hub/checkpoints/.",
+            f"from {source} ({type(err).__name__}: {err}). Offline, download that file "
+            f"elsewhere and set model.encoder_weights to its local path ({local}), or put it in {cache}.",
         ) from err
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def _fetch_imagenet(name: str, spec: EncoderSpec) -> nn.Module:
+    with imagenet_download(
+        name, spec.imagenet_url(), f"a state dict of the {name} model of {spec.library}", "$TORCH_HOME/hub/checkpoints/"
+    ):
+        return spec.build_original(True)
+
+
+def original_model(name: str, weights: str | os.PathLike | None) -> nn.Module:
+    """Return the library's original model of ``name`` (a key of ENCODERS), classifier included, with ``weights``.
+
+    ``weights`` as for :func:`build_encoder`. Bad files and failed downloads raise InputError.
+    """
+    check_encoder_name(name)
+    spec = ENCODERS[name]
+    if weights == IMAGENET:
+        return _fetch_imagenet(name, spec)
+    original = spec.build_original(False)
+    if weights is not None:
+        load_state_dict_checked(
+            original, read_torch_file(weights), weights, f"the original {name} model of {spec.library}"
+        )
+    return original
 
 
 def _adapt_first_conv(stem: nn.Sequential, in_channels: int) -> None:
@@ -185,17 +218,8 @@ def build_encoder(name: str, weights: str | os.PathLike | None, in_channels: int
     state dict of the library's original model, loaded strictly. Bad files and
     failed downloads raise InputError.
     """
-    check_encoder_name(name)
-    spec = ENCODERS[name]
-    if weights == IMAGENET:
-        original = _fetch_imagenet(name, spec)
-    else:
-        original = spec.build_original(False)
-        if weights is not None:
-            load_state_dict_checked(
-                original, read_torch_file(weights), weights, f"the original {name} model of {spec.library}"
-            )
-    stages = spec.stages(original)
+    original = original_model(name, weights)
+    stages = ENCODERS[name].stages(original)
     if in_channels != 3:
         _adapt_first_conv(stages[0], in_channels)
-    return Encoder(stages, spec.out_channels)
+    return Encoder(stages, ENCODERS[name].out_channels)

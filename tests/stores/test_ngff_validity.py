@@ -1,9 +1,12 @@
 """Stores that OME-Zarr tools open: slide, prediction and pseudo-label stores checked by ome-zarr-models and ome-zarr.
 
 ome-zarr-models validates NGFF 0.5 groups (what ngff-zarr and the OME
-validators check); ome-zarr's ``Reader`` is what napari-ome-zarr uses to turn
-a store into layers. The stores sit in the workflow's layout, so the links
-from the derived stores to their slide are the ones ``results/`` holds.
+validators check); ome-zarr's ``Reader`` follows a label image's
+``source.image`` to its slide. napari-ome-zarr (0.8 on) has a reader of its
+own, checked here through its reader hook when it is installed (the napari
+extra; in a viewer: tests/stores/test_napari.py). The stores sit in the
+workflow's layout, so the links from the derived stores to their slide are
+the ones ``results/`` holds.
 """
 
 from __future__ import annotations
@@ -144,19 +147,39 @@ def test_ome_zarr_reader_opens_a_label_store_over_its_slide_and_the_slides_label
     np.testing.assert_array_equal(np.asarray(label.data[0]), zarr.open_group(path, mode="r")["0"][...])
 
 
-@pytest.mark.parametrize("name", ["prediction", "pseudo"])
-def test_napari_ome_zarr_shows_a_label_store_over_its_slide(stores, name):
-    """Optional: napari-ome-zarr's reader hook (no viewer, so no display needed)."""
+def napari_reader(path: Path):
+    """napari-ome-zarr's reader hook for ``path`` (no viewer, so no display needed); skips where it is not installed."""
     reader_module = pytest.importorskip(
-        "napari_ome_zarr._reader", reason="napari-ome-zarr is not installed (optional; not a dependency)"
+        "napari_ome_zarr._reader", reason="napari-ome-zarr is not installed: pip install -e '.[napari]' (optional)"
     )
-    reader = reader_module.napari_get_reader(str(stores[name]))
-    assert reader is not None, f"napari-ome-zarr does not recognise the {name} store"
-    layers = reader(str(stores[name]))
-    kinds = [layer_type for _, _, layer_type in layers]
-    assert "image" in kinds and "labels" in kinds
-    for data, _, layer_type in layers:
-        assert [level.shape[-2:] for level in data] == SHAPES, layer_type
+    reader = reader_module.napari_get_reader(str(path))
+    assert reader is not None, f"napari-ome-zarr does not recognise {path}"
+    return reader(str(path))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # napari's own imports (npe2 on pydantic 2)
+def test_napari_ome_zarr_reads_a_slide_store_as_rgb_layers_and_its_labels(stores):
+    layers = napari_reader(stores["slide"])
+    assert [layer_type for _, _, layer_type in layers] == ["image", "labels"]
+    (image, image_meta, _), (labels, labels_meta, _) = layers
+    assert image_meta["channel_axis"] == 0 and [level.shape for level in image] == [(3, *shape) for shape in SHAPES]
+    assert [level.shape for level in labels] == SHAPES and labels_meta["name"].endswith(LABEL_NAME)
+    assert image_meta["scale"] == labels_meta["scale"] == [1.0, 1.0]  # no pixel size recorded: pixels
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ["prediction", "pseudo"])
+def test_napari_ome_zarr_reads_a_label_store_as_a_labels_layer_with_the_slides_levels(stores, name):
+    """napari-ome-zarr (0.8 to 0.10) reads its own way, not through ome-zarr's Reader: a label image at a
+    store's root is one labels layer; it looks for the image two folders up (not at ``source.image``, which
+    ome-zarr's Reader follows), and opens that folder with ``zarr.open_group(mode="a")``, which writes a
+    ``zarr.json`` there when it is not a group."""
+    layers = napari_reader(stores[name])
+    assert [layer_type for _, _, layer_type in layers] == ["labels"]
+    (levels, metadata, _) = layers[0]
+    assert [level.shape for level in levels] == SHAPES
+    np.testing.assert_array_equal(np.asarray(levels[0]), zarr.open_group(stores[name], mode="r")["0"][...])
+    assert metadata["scale"] == [1.0, 1.0]
 
 
 def test_pseudo_labels_carry_their_slides_pixel_size_in_micrometres(stores, tmp_path):

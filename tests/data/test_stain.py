@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.builders import write_slide_store
+from tilepipe.data.stain import _BAND_ROWS as BAND_ROWS
 from tilepipe.data.stain import (
     STAIN_VECTORS,
     LabStats,
@@ -164,16 +165,19 @@ def test_slide_stats_are_those_of_the_tissue_pixels_of_the_level(tmp_path, downs
 
 
 def test_large_levels_are_sampled_in_evenly_spaced_bands(tmp_path):
-    assert sample_bands(200, 100) == [(0, 64), (64, 64), (128, 64), (192, 8)]  # small: every row
-    bands = sample_bands(10_000, 1000, max_pixels=640_000)
-    assert len(bands) == 10 and bands[0] == (0, 64) and {b[1] for b in bands} == {64}
-    assert np.all(np.diff([b[0] for b in bands]) == 16 * 64)
-    assert sample_bands(100, 10**9, max_pixels=10) == [(0, 64)]  # at least one band
+    rows = BAND_ROWS
+    assert sample_bands(3 * rows + 5, 100) == [(0, rows), (rows, rows), (2 * rows, rows), (3 * rows, 5)]  # all rows
+    bands = sample_bands(160 * rows, 1000, max_pixels=10 * rows * 1000)
+    assert len(bands) == 10 and bands[0] == (0, rows) and {b[1] for b in bands} == {rows}
+    assert np.all(np.diff([b[0] for b in bands]) == 16 * rows)
+    assert sample_bands(100, 10**9, max_pixels=10) == [(0, rows)]  # at least one band
     store = write_store(tmp_path / "s.zarr", tissue_slide(pas_tile()))
-    rows = [y for y0, n in sample_bands(512, 640, max_pixels=3 * 64 * 640) for y in range(y0, y0 + n)]
-    image = store.levels[0][:, rows, :]
+    budget = 512 * 640 // 4  # a quarter of the slide's rows
+    rows_read = [y for y0, n in sample_bands(512, 640, max_pixels=budget) for y in range(y0, y0 + n)]
+    assert len(rows_read) == 512 // 4
+    image = store.levels[0][:, rows_read, :]
     lab = lab_from_rgb(image.transpose(1, 2, 0)[tissue_mask(image, THRESHOLD)])
-    stats = slide_lab_stats(store, THRESHOLD, 1, max_pixels=3 * 64 * 640)
+    stats = slide_lab_stats(store, THRESHOLD, 1, max_pixels=budget)
     assert stats.pixels == len(lab) and np.allclose(stats.mean, lab.mean(0), atol=1e-9)
 
 

@@ -1,9 +1,8 @@
 """Stain colour: stain jitter in optical density, and Reinhard normalisation of slides to the training slides.
 
-Torch-free (numpy, and OpenCV for HSV saturation). Images are ``(y, x, c)`` uint8 RGB, as
-augmentations take them; a pixel value ``v`` stands for the transmitted
-fraction ``(v + 1) / 256`` (never 0, so logarithms stay finite and every
-map below is exactly invertible on the 256 values).
+Torch-free (numpy, and OpenCV for HSV saturation). Images are ``(y, x, c)``
+uint8 RGB, as augmentations take them; a pixel value ``v`` stands for the
+transmitted fraction ``(v + 1) / 256`` (never 0, so logarithms stay finite).
 
 **Stain jitter** (:func:`jitter_stains`; the ``StainJitter`` augmentation of
 :mod:`tilepipe.data.augment`): colour deconvolution with a fixed stain
@@ -27,8 +26,7 @@ the pyramid level training reads tiles from (:func:`stats_downsample`;
 texture averaged away by a coarser level would shrink the standard
 deviations and bias the means, lαβ being logarithmic), in a deterministic
 sample of evenly spaced row bands of at most :data:`MAX_STATS_PIXELS`
-pixels (:func:`slide_lab_stats`). The
-reference (:func:`fit_reference`) averages the training slides' means and
+pixels (:func:`slide_lab_stats`). The reference (:func:`fit_reference`) averages the training slides' means and
 standard deviations, each slide weighing the same. Each slide's tissue is
 then mapped by ``lab -> (lab - mean_slide) / std_slide * std_ref +
 mean_ref``: one map per slide, so windows of a slide never disagree at
@@ -181,7 +179,7 @@ def jitter_stains(
 METHODS = ("reinhard",)
 MIN_TISSUE_PIXELS = 1000  # fewer tissue pixels in the sample: the slide is not normalised
 MAX_STATS_PIXELS = 8_000_000  # pixels of the statistics level read per slide, at most
-_BAND_ROWS = 64  # rows of one band of the sample
+_BAND_ROWS = 16  # rows of one band of the sample (thin bands: more of them, spread over the slide)
 
 # Reinhard et al. 2001: RGB -> LMS, and log10 LMS -> l alpha beta (decorrelated).
 _RGB_TO_LMS = np.array([[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]])

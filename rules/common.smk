@@ -223,7 +223,8 @@ def predictions(stage, ids):
 
 
 def training_inputs(wildcards):
-    """Train slides' tiles and stores; stage 2 adds every pseudo-labelled slide."""
+    """Train slides' tiles and stores; stage 2 adds every pseudo-labelled slide; the stain
+    reference when data.stain_normalisation is set."""
     inputs = {
         "folds": "results/folds.csv",
         "tiles": tile_indices(TRAIN_IDS),
@@ -241,6 +242,8 @@ def training_inputs(wildcards):
         )
         if config["pseudo"]["init"] == "stage1":
             inputs["init"] = f"results/models/stage1/fold{wildcards.fold}/model.pt"
+    if config["data"]["stain_normalisation"]:
+        inputs["stain"] = "results/stain/reference.json"
     return inputs
 
 

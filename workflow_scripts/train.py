@@ -19,6 +19,7 @@ import torch
 
 from tilepipe.config import RUNTIME_KEYS
 from tilepipe.data.folds import read_folds
+from tilepipe.data.stain import read_reference
 from tilepipe.provenance import record_job
 from tilepipe.training.trainer import train_fold
 
@@ -40,6 +41,7 @@ train_fold(
     pseudo_tiles=pd.concat([pd.read_parquet(p) for p in snakemake.input.pseudo_tiles]) if pseudo else None,
     pseudo_labels={Path(p).stem: p for p in snakemake.input.pseudo_labels} if pseudo else None,
     init_path=snakemake.input.get("init"),
+    stain_reference=read_reference(snakemake.input.stain) if snakemake.input.get("stain") else None,
 )
 
 record_job(snakemake, runtime=("state",), device=gpu.describe())

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tilepipe.data.augment import PRESETS, RECIPE_AUGMENTATIONS, build_augmentations, reseed
+from tilepipe.data.augment import PRESETS, RECIPE_AUGMENTATIONS, StainJitter, build_augmentations, reseed
+from tilepipe.data.stain import jitter_stains, stain_matrix
 from tilepipe.errors import InputError
 
 
@@ -108,3 +109,52 @@ def test_recipe_dropout_holes_scale_with_the_input(side):
         # The recipe's holes are 20-80 px at 320 px input (1/16 to 1/4 of the side).
         assert holes.sum() >= (side // 16) ** 2
         assert min(rows.size, cols.size) >= side // 16 and holes.sum() <= 2 * (side // 4) ** 2
+
+
+def test_stain_jitter_is_named_like_albumentations_transforms_and_presets_expand_in_lists(image_and_mask):
+    image, mask = image_and_mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        augment = build_augmentations(yaml.safe_load(yaml.safe_dump(["light", {"name": "StainJitter", "p": 1.0}])))
+    names = [type(t).__name__ for t in augment.transforms]
+    assert names == [e["name"] for e in PRESETS["light"]] + ["StainJitter"]
+    jitter = augment.transforms[-1]
+    assert isinstance(jitter, StainJitter) and jitter.stains == "h_pas" and jitter.p == 1.0
+    assert (jitter.scale_range, jitter.shift_range) == ((0.95, 1.05), (-0.05, 0.05))
+    out = augment(image=image, mask=mask)
+    assert out["image"].dtype == np.uint8 and out["image"].shape == image.shape
+
+
+def test_stain_jitter_is_deterministic_with_a_seed_and_draws_within_its_ranges(image_and_mask):
+    image, _ = image_and_mask
+    spec = [{"name": "StainJitter", "scale_range": [0.8, 1.2], "shift_range": [-0.1, 0.1], "p": 1.0}]
+    first = build_augmentations(spec, seed=11)(image=image)["image"]
+    assert np.array_equal(first, build_augmentations(spec, seed=11)(image=image)["image"])
+    assert len({build_augmentations(spec, seed=s)(image=image)["image"].tobytes() for s in range(6)}) == 6
+    jitter = build_augmentations(spec, seed=0).transforms[0]
+    for _ in range(50):
+        params = jitter.get_params()
+        assert all(0.8 <= v <= 1.2 for v in params["scale"]) and all(-0.1 <= v <= 0.1 for v in params["shift"])
+    params = jitter.get_params()
+    assert np.array_equal(jitter.apply(image, **params), jitter_stains(image, stain_matrix("h_pas"), **params))
+
+
+def test_stain_jitter_without_jitter_is_the_identity(image_and_mask):
+    image, _ = image_and_mask
+    spec = [{"name": "StainJitter", "stains": "h_e", "scale_range": [1, 1], "shift_range": [0, 0], "p": 1.0}]
+    assert np.array_equal(build_augmentations(spec, seed=2)(image=image)["image"], image)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "StainJitter", "stains": "h_dab"}, r"bad arguments for StainJitter: unknown stains 'h_dab'"),
+        ({"name": "StainJitter", "scale_range": [1.1, 0.9]}, r"bad arguments for StainJitter: scale_range"),
+        ({"name": "StainJitter", "stains": [[1, 0, 0], [2, 0, 0]]}, r"nearly\) parallel"),
+        ({"name": "StainJitter", "sigma": 0.1}, r"StainJitter takes no argument\(s\) sigma"),
+        ("lite", r"expected a mapping with a 'name' or a preset \(recipe, light\), got 'lite'"),
+    ],
+)
+def test_bad_stain_jitter_entries_raise_input_error(entry, message):
+    with pytest.raises(InputError, match=message):
+        build_augmentations([entry])

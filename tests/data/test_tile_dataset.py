@@ -13,6 +13,7 @@ from tests.builders import write_slide_store
 from tilepipe.config import defaults
 from tilepipe.data.augment import RECIPE_AUGMENTATIONS, build_augmentations
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, auto_level
+from tilepipe.data.stain import ReinhardMap
 from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.data.tile_index import build_tile_index
 from tilepipe.errors import InputError
@@ -242,6 +243,7 @@ def test_pickled_dataset_carries_no_open_store(recipe_dataset):
         ({"stores": {}}, "no slide store given for slide"),
         ({"level": -1}, "image level must be 'auto' or an integer"),
         ({"tiles": pd.DataFrame({"slide": ["s1"], "y": [0]})}, r"lacks column\(s\) x, size"),
+        ({"stain": {"s2": ReinhardMap()}}, r"no stain normalisation given for slide\(s\) s1"),
     ],
 )
 def test_bad_arguments_raise_input_error(slide, kwargs, message):
@@ -253,3 +255,17 @@ def test_bad_arguments_raise_input_error(slide, kwargs, message):
 def test_level_beyond_the_pyramid_names_the_store(slide):
     with pytest.raises(InputError, match=r"s1\.zarr: image level 7 requested; the store has 4"):
         TileDataset(rows((0, 0)), {"s1": slide[0]}, INPUT, level=7)[0]
+
+
+def test_stain_normalisation_maps_each_slides_resized_tile_before_the_augmentations(slide):
+    path = slide[0]
+    mapping = ReinhardMap(scale=(1.2, 0.9, 1.1), offset=(0.05, -0.01, 0.005), glass_saturation=(0, 1))
+    plain = TileDataset(rows((64, 128)), {"s1": path}, INPUT, level=0)
+    image, _ = plain.read_tile(0)
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    normalised = TileDataset(rows((64, 128)), {"s1": path}, INPUT, augment=flip, level=0, stain={"s1": mapping})
+    expected = (mapping.apply(image)[:, ::-1].astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(normalised[0]["image"].numpy(), expected.transpose(2, 0, 1), atol=1e-5)
+    assert not np.allclose(normalised[0]["image"].numpy(), plain[0]["image"].numpy()[:, :, ::-1], atol=0.1)
+    identity = TileDataset(rows((64, 128)), {"s1": path}, INPUT, level=0, stain={"s1": ReinhardMap()})
+    assert torch.equal(identity[0]["image"], plain[0]["image"])

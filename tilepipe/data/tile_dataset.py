@@ -11,6 +11,10 @@ read; the mask is read at level 0 (it compresses well and its empty chunks
 are not stored) and thresholded at 0.5 after resizing. Tiles whose
 ``mask_area`` (a tile index column) is 0 get an empty mask without a read.
 
+With stain normalisation (:mod:`tilepipe.data.stain`), each slide's
+resized image goes through its slide's map before the augmentations, as
+inference maps its windows.
+
 Randomness: the augmentations of sample ``i`` are seeded from
 ``(seed, epoch, i)`` alone, so a batch is the same whatever the number of
 workers and the order in which they load samples.
@@ -37,6 +41,7 @@ from tilepipe.data.preprocess import (
     resize_image,
     resize_mask,
 )
+from tilepipe.data.stain import ReinhardMap
 from tilepipe.errors import InputError
 from tilepipe.seeding import derive_seed
 from tilepipe.stores.slide import SlideStore
@@ -58,7 +63,9 @@ class TileDataset(Dataset):
     :func:`tilepipe.data.preprocess.auto_level` of each tile. ``augment`` (an albumentations pipeline
     taking a (y, x, c) uint8 ``image`` and a (y, x) uint8 ``mask``) runs on
     uint8 before normalisation; it is reseeded for every sample from
-    ``(seed, epoch, index)``.
+    ``(seed, epoch, index)``. ``stain`` maps every slide to its stain
+    normalisation (:func:`tilepipe.data.stain.slide_map`), applied to the
+    resized image before the augmentations; None: no normalisation.
 
     Item ``i`` is a dict:
 
@@ -87,6 +94,7 @@ class TileDataset(Dataset):
         seed: int = 0,
         epoch: int = 0,
         labels: dict[str, str | os.PathLike] | None = None,
+        stain: dict[str, ReinhardMap] | None = None,
     ):
         missing = [c for c in TILE_COLUMNS if c not in tiles.columns]
         if missing:
@@ -104,6 +112,11 @@ class TileDataset(Dataset):
             self.mask_empty = tiles["mask_area"].to_numpy() == 0
         else:
             self.mask_empty = np.zeros(len(tiles), dtype=bool)
+        if stain is not None:
+            unmapped = sorted(set(self.slides) - set(stain))
+            if unmapped:
+                raise InputError(None, f"no stain normalisation given for slide(s) {', '.join(unmapped)}")
+        self.stain = stain
         self.store_paths = {slide: os.fspath(stores[slide]) for slide in set(self.slides)}
         self.label_paths = {slide: os.fspath(path) for slide, path in (labels or {}).items()}
         self.input_size = int(input_size)
@@ -156,6 +169,8 @@ class TileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.read_tile(index)
+        if self.stain is not None:
+            image = self.stain[self.slides[index]].apply(image)
         if self.augment is not None:
             reseed(self.augment, derive_seed(self.seed, self.epoch, index))
             augmented = self.augment(image=image, mask=mask)

@@ -11,7 +11,8 @@ row at a time, top to bottom. For each row it
    models' scale (:func:`tilepipe.inference.windows.choose_read_level`), zero-filled
    past the slide's border, and scales each window exactly as training
    does (:mod:`tilepipe.data.preprocess`: ``cv2.INTER_AREA`` to ``input_size``,
-   ImageNet mean and std);
+   the slide's stain normalisation when the models have one, ImageNet mean
+   and std);
 3. runs batches of windows through every model and every flip: encoder,
    then the classification head; windows whose classification probability
    (averaged over models and flips) is below ``clf_threshold`` are set to 0
@@ -59,6 +60,7 @@ from tqdm import tqdm
 
 from tilepipe.atomic import atomic_output
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalisation, normalise, resize_image
+from tilepipe.data.stain import ReinhardMap, slide_map
 from tilepipe.data.tissue import tissue_mask
 from tilepipe.errors import InputError
 from tilepipe.inference.ensemble import Ensemble
@@ -96,6 +98,7 @@ def predict_slide(
     channels_last: bool = False,
     progress: bool = True,
     windows_path: str | os.PathLike | None = None,
+    stain: dict | None = None,
 ) -> dict:
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
@@ -121,6 +124,10 @@ def predict_slide(
     to write the table of windows (none when None). ``amp``: float16
     autocast on CUDA (no effect on the CPU). ``mean`` and ``std``: the
     models' input normalisation (a checkpoint's geometry stores it).
+    ``stain``: the models' stain normalisation (a checkpoint's geometry
+    ``stain``, :func:`tilepipe.data.stain.normalisation_settings`): the
+    slide's map to it is measured once and applied to every resized window;
+    None: none.
 
     Returns stats: ``windows`` (total), ``skipped_background``,
     ``skipped_classifier``, ``segmented`` (window counts) and ``seconds``.
@@ -134,7 +141,8 @@ def predict_slide(
         raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
     ensemble = Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
     tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
-    reader = _WindowReader(store, grid, level, input_size, mean, std)
+    stain_map = None if stain is None else slide_map(store, stain)
+    reader = _WindowReader(store, grid, level, input_size, mean, std, stain_map)
     settings = {
         "source": os.fspath(store_path),
         "tile_size": grid.tile_size,
@@ -146,6 +154,8 @@ def predict_slide(
         "min_tissue": min_tissue,
         "models": len(models),
     }
+    if stain_map is not None:  # only then, so outputs without normalisation stay as they were
+        settings["stain"] = {**stain, "slide_map": {"scale": stain_map.scale, "offset": stain_map.offset}}
     stats = {"windows": len(grid), "skipped_background": 0, "skipped_classifier": 0, "segmented": 0}
     out_path = Path(out_path)
     window_rows = []
@@ -276,6 +286,7 @@ class _WindowReader:
         input_size: int,
         mean: Sequence[float],
         std: Sequence[float],
+        stain_map: ReinhardMap | None = None,
     ):
         self.store = store
         self.grid = grid
@@ -284,6 +295,7 @@ class _WindowReader:
         self.side = grid.tile_size // self.down
         self.input_size = input_size
         self.scale, self.offset = normalisation(tuple(mean), tuple(std))
+        self.stain_map = stain_map  # the slide's stain normalisation (tilepipe.data.stain), or None
         self.band: np.ndarray | None = None
         self.band_x = 0
 
@@ -302,5 +314,7 @@ class _WindowReader:
         for i, window in enumerate(windows):
             x = window.x // self.down - self.band_x
             image = resize_image(self.band[:, :, x : x + self.side], self.input_size)
+            if self.stain_map is not None:  # as training: after the resize, before the mean/std scaling
+                image = self.stain_map.apply(image)
             batch[i] = normalise(image, self.scale, self.offset)
         return batch

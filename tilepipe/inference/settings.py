@@ -6,6 +6,7 @@ params, and tests build their settings from the schema's defaults with it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["prediction_settings", "with_geometry"]
@@ -58,7 +59,9 @@ def with_geometry(
     training (the network still takes ``input_size``: the resize to it
     resamples to the training resolution), and the output stays at the
     slide's own resolution. The list names each setting that differs from
-    the config's, as ``key: config -> checkpoint``.
+    the config's, as ``key: config -> checkpoint``. A geometry with a
+    ``stain`` normalisation (:mod:`tilepipe.data.stain`) adds it as the
+    setting ``stain``.
     """
     if geometry is None:
         return dict(settings), []
@@ -68,6 +71,10 @@ def with_geometry(
         if settings[key] != geometry[key]:
             changes.append(f"{key}: {settings[key]!r} -> {geometry[key]!r}")
         updated[key] = geometry[key]
+    if geometry.get("stain") is not None:
+        stain = geometry["stain"]
+        updated["stain"] = stain
+        changes.append(f"stain: None -> {stain['method']} to lab mean {stain['lab_mean']} std {stain['lab_std']}")
     model_mpp = geometry.get("mpp")
     if model_mpp and slide_mpp and abs(model_mpp / slide_mpp - 1) > RESAMPLE_TOLERANCE:
         tile = max(4, 4 * round(geometry["tile_size"] * model_mpp / slide_mpp / 4))
@@ -76,4 +83,9 @@ def with_geometry(
             f"the models' {model_mpp:.4g} um: windows resampled to the training resolution)"
         )
         updated["tile_size"] = tile
+        if "stain" in updated:  # the slide's colour statistics at the models' scale too
+            downsample = 2 ** max(
+                0, round(math.log2(updated["stain"]["stats_downsample"] * tile / geometry["tile_size"]))
+            )
+            updated["stain"] = {**updated["stain"], "stats_downsample": downsample}
     return updated, changes

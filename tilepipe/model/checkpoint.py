@@ -7,6 +7,10 @@ pixels of a window), ``input_size`` (the side the network takes),
 pixel of the training slides, None when unknown) and the normalisation
 ``mean`` and ``std`` (per RGB channel, of ``v / 255``). Checkpoints written
 before the geometry was stored have none (``geometry`` is None).
+:data:`OPTIONAL_GEOMETRY_KEYS` are stored only when set: ``stain``, the
+stain normalisation of the training slides
+(:func:`tilepipe.data.stain.normalisation_settings`), which inference then
+applies to every slide.
 
 Every checkpoint written here also stores ``weights_sha256``, the
 :func:`~tilepipe.model.state_dicts.weights_digest` of its state dict;
@@ -31,6 +35,7 @@ from tilepipe.model.state_dicts import load_state_dict_checked, read_torch_file,
 
 FORMAT = "tilepipe.model.checkpoint/1"
 GEOMETRY_KEYS = ("tile_size", "input_size", "read_level", "mpp", "mean", "std")
+OPTIONAL_GEOMETRY_KEYS = ("stain",)  # absent when not used, so such checkpoints stay as they were
 DIGEST_KEY = "weights_sha256"  # the state dict's weights_digest, "sha256:<hex>"
 _PLAIN_LEAVES = (type(None), bool, int, float, str, torch.Tensor)
 
@@ -56,15 +61,18 @@ def save_checkpoint(
     geometry: dict[str, Any] | None = None,
 ) -> None:
     """Write ``model``'s state dict with its ``model`` settings (completed with defaults), its ``geometry``
-    (the keys of :data:`GEOMETRY_KEYS`) and ``extra`` to ``path``.
+    (the keys of :data:`GEOMETRY_KEYS`, and of :data:`OPTIONAL_GEOMETRY_KEYS` when set) and ``extra`` to ``path``.
 
     ``extra`` (e.g. epoch, metrics, optimizer state) must hold plain types and
     tensors only (TypeError otherwise, before anything is written); a
-    geometry without exactly the geometry keys is a ValueError. The file
+    geometry lacking a geometry key, or with another key, is a ValueError. The file
     appears atomically, with the state dict's digest (:data:`DIGEST_KEY`).
     """
-    if geometry is not None and set(geometry) != set(GEOMETRY_KEYS):
-        raise ValueError(f"geometry needs exactly the keys {', '.join(GEOMETRY_KEYS)}, got {', '.join(geometry)}")
+    if geometry is not None and not set(GEOMETRY_KEYS) <= set(geometry) <= {*GEOMETRY_KEYS, *OPTIONAL_GEOMETRY_KEYS}:
+        raise ValueError(
+            f"geometry needs exactly the keys {', '.join(GEOMETRY_KEYS)} (and optionally "
+            f"{', '.join(OPTIONAL_GEOMETRY_KEYS)}), got {', '.join(geometry)}"
+        )
     state_dict = model.state_dict()
     payload = {
         "format": FORMAT,
@@ -72,7 +80,9 @@ def save_checkpoint(
         "state_dict": state_dict,
         DIGEST_KEY: weights_digest(state_dict),
         "extra": {} if extra is None else extra,
-        "geometry": None if geometry is None else {key: geometry[key] for key in GEOMETRY_KEYS},
+        "geometry": None
+        if geometry is None
+        else {key: geometry[key] for key in GEOMETRY_KEYS + OPTIONAL_GEOMETRY_KEYS if key in geometry},
     }
     _check_plain(payload["extra"], "extra")
     _check_plain(payload["geometry"], "geometry")
@@ -143,7 +153,9 @@ def _agreed_geometry(geometries: list[tuple[str, dict[str, Any] | None]]) -> dic
     first_path, first = geometries[0]
     for path, geometry in geometries[1:]:
         if geometry != first:
-            differ = [k for k in GEOMETRY_KEYS if (first or {}).get(k) != (geometry or {}).get(k)]
+            differ = [
+                k for k in GEOMETRY_KEYS + OPTIONAL_GEOMETRY_KEYS if (first or {}).get(k) != (geometry or {}).get(k)
+            ]
             raise InputError(
                 path,
                 f"its input geometry differs from {first_path}'s ({', '.join(differ)}: "

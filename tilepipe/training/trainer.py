@@ -12,6 +12,10 @@ inputs) trains again.
 
 Stage 2 may start from a checkpoint (``init_path``: the fold's stage-1
 model) instead of fresh weights.
+
+With a stain reference (``stain_reference``, :mod:`tilepipe.data.stain`),
+every slide's tiles are normalised to it, and the checkpoint's geometry
+records it (key ``stain``) for inference.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tilepipe.atomic import atomic_output
 from tilepipe.data.augment import PRESETS, build_augmentations
 from tilepipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tilepipe.data.sampler import background_filtered, sample_epoch, training_tiles, validation_tiles
+from tilepipe.data.stain import normalisation_settings, slide_map
 from tilepipe.data.tile_dataset import TileDataset, make_loader
 from tilepipe.errors import InputError
 from tilepipe.model import build_model, read_checkpoint, save_checkpoint
@@ -41,6 +46,7 @@ from tilepipe.model.device import autocast, select_device
 from tilepipe.model.losses import SegmentationLoss
 from tilepipe.model.state_dicts import load_state_dict_checked
 from tilepipe.seeding import derive_seed
+from tilepipe.stores.slide import SlideStore
 from tilepipe.training.rng import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -92,19 +98,20 @@ def fold_inputs(
     return FoldInputs(train, valid, stores, dict(pseudo_labels or {}))
 
 
-def training_geometry(tiles: pd.DataFrame, train: dict, mpp: float | None = None) -> dict:
+def training_geometry(tiles: pd.DataFrame, train: dict, mpp: float | None = None, stain: dict | None = None) -> dict:
     """The input geometry a model trained on ``tiles`` with the ``train`` settings expects at inference.
 
     Returns the keys of :data:`tilepipe.model.checkpoint.GEOMETRY_KEYS`: the
     tiles' level-0 side, ``train.input_size`` and ``train.read_level``, the
     training slides' pixel size ``mpp`` in micrometres (``data.mpp``; None
-    when not given) and the ImageNet normalisation the loader applies.
-    Raises InputError when the tiles have more than one size.
+    when not given) and the ImageNet normalisation the loader applies;
+    with ``stain`` (:func:`tilepipe.data.stain.normalisation_settings`) also
+    the key ``stain``. Raises InputError when the tiles have more than one size.
     """
     sizes = sorted(set(tiles["size"].astype(int)))
     if len(sizes) != 1:
         raise InputError(None, f"training tiles of several sizes {sizes}: a model has one input geometry")
-    return {
+    geometry = {
         "tile_size": sizes[0],
         "input_size": int(train["input_size"]),
         "read_level": train["read_level"],
@@ -112,6 +119,9 @@ def training_geometry(tiles: pd.DataFrame, train: dict, mpp: float | None = None
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
     }
+    if stain is not None:
+        geometry["stain"] = stain
+    return geometry
 
 
 def augmentations(spec: str | list[dict]):
@@ -168,7 +178,8 @@ def _to_device(
 
 class FoldTrainer:
     """Trains one fold from ``settings`` (sections seed, model, loss, train, sampling; ``mpp``, the
-    training slides' pixel size in micrometres, recorded in the checkpoint's geometry)."""
+    training slides' pixel size in micrometres, recorded in the checkpoint's geometry). ``stain``: the
+    stain normalisation (:func:`tilepipe.data.stain.normalisation_settings`) or None."""
 
     def __init__(
         self,
@@ -177,6 +188,7 @@ class FoldTrainer:
         settings: dict,
         device: torch.device,
         init_path: str | os.PathLike | None = None,
+        stain: dict | None = None,
     ):
         self.inputs = inputs
         self.fold = fold
@@ -192,7 +204,12 @@ class FoldTrainer:
             self.model = build_model({**settings["model"], "encoder_weights": None})
             initialise_from(self.model, init_path, settings["model"])
         self.model = self.model.to(device)
-        self.digest = settings_digest({"settings": settings, "inputs": inputs_digest(inputs, init_path)})
+        self.stain_maps = None
+        if stain is not None:
+            self.stain_maps = {slide: slide_map(SlideStore(path), stain) for slide, path in inputs.stores.items()}
+            log.info("stain normalisation of each slide (lab scale, offset): %s", self.stain_maps)
+        digested = {"settings": settings, "inputs": inputs_digest(inputs, init_path)}
+        self.digest = settings_digest(digested if stain is None else {**digested, "stain": stain})
         if self.train_cfg["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegmentationLoss(settings["loss"])
@@ -209,7 +226,7 @@ class FoldTrainer:
             self.optimizer, T_max=max(1, self.train_cfg["epochs"] - 1), eta_min=self.train_cfg["min_lr"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and self.train_cfg["amp"])
-        self.geometry = training_geometry(inputs.train, self.train_cfg, settings.get("mpp"))
+        self.geometry = training_geometry(inputs.train, self.train_cfg, settings.get("mpp"), stain)
         self.epoch = 0
         self.best_dice = -math.inf
         self.metrics: list[dict] = []
@@ -264,6 +281,7 @@ class FoldTrainer:
             level=cfg["read_level"],
             seed=derive_seed(self.seed, self.fold),
             epoch=epoch,
+            stain=self.stain_maps,
         )
         return make_loader(
             dataset,
@@ -426,6 +444,7 @@ def train_fold(
     pseudo_tiles: pd.DataFrame | None = None,
     pseudo_labels: dict[str, str] | None = None,
     init_path: str | os.PathLike | None = None,
+    stain_reference: dict | None = None,
 ) -> None:
     """Train fold ``fold`` and write its best checkpoint and per-epoch metrics.
 
@@ -434,7 +453,9 @@ def train_fold(
     the declared outputs. ``pseudo_tiles``/``pseudo_labels``: stage 2's
     pseudo-labelled slides (see :func:`fold_inputs`). ``init_path``: a
     checkpoint of the same model settings to start from instead of fresh
-    weights (stage 2 with ``pseudo.init: stage1``).
+    weights (stage 2 with ``pseudo.init: stage1``). ``stain_reference``: the
+    training slides' stain reference (:func:`tilepipe.data.stain.fit_reference`)
+    every slide is normalised to, or None.
     """
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -452,5 +473,6 @@ def train_fold(
     log.info(
         "fold %d on %s: %d training tiles, %d validation tiles", fold, device, len(inputs.train), len(inputs.valid)
     )
-    trainer = FoldTrainer(inputs, fold, settings, device, init_path)
+    stain = None if stain_reference is None else normalisation_settings(stain_reference)
+    trainer = FoldTrainer(inputs, fold, settings, device, init_path, stain)
     trainer.fit(Path(model_path), Path(metrics_path), Path(state_path))

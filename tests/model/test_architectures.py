@@ -4,6 +4,7 @@ build, run forward and backward, round-trip through checkpoints; today's checkpo
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import timm
@@ -387,6 +388,7 @@ def test_an_ensemble_of_both_kinds_predicts_gated_centres():
     ungated = Ensemble(models, clf_threshold=None, **common).predict_centres(inputs, grid, windows)
     all_pass = Ensemble(models, clf_threshold=0.0, **common).predict_centres(inputs, grid, windows)
     none_pass = Ensemble(models, clf_threshold=1.0, **common).predict_centres(inputs, grid, windows)
-    assert len(ungated) == len(windows) and none_pass == []
-    for (w1, c1), (w2, c2) in zip(ungated, all_pass, strict=True):
-        assert w1 == w2 and c1.dtype == c2.dtype and (c1 == c2).all()
+    assert len(ungated.centres) == len(windows) and none_pass.centres == []
+    np.testing.assert_array_equal(ungated.clf, none_pass.clf)  # the heads run whatever the gate
+    for (w1, c1, u1), (w2, c2, u2) in zip(ungated.centres, all_pass.centres, strict=True):
+        assert w1 == w2 and c1.dtype == c2.dtype and (c1 == c2).all() and (u1 == u2).all()

@@ -41,15 +41,6 @@ def predict(store, out, models, **settings):
     return predict_slide(store, out, models, **{**BASE_SETTINGS, **settings})
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convolutions: a second thread only adds waiting, badly so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PixelModel(nn.Module):
     """Stand-in network: each pixel's probability is its own red value / 255; counts the windows it sees.
 

@@ -1,8 +1,6 @@
 """Prediction with the models' stain normalisation: each slide's windows mapped to the training slides' colours."""
 
 import numpy as np
-import pytest
-import torch
 import zarr
 
 from tests.builders import write_slide_store
@@ -29,14 +27,6 @@ SETTINGS = {
     "clf_threshold": None,
     "min_tissue": None,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def store(tmp_path, name, image_cyx):

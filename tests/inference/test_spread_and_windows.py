@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import zarr
 from ome_zarr_models import open_ome_zarr
@@ -13,14 +12,6 @@ from tilepipe.inference.predict import WINDOW_COLUMNS
 from tilepipe.inference.windows import centre_grid
 from tilepipe.stores.probability import read_probability, read_uncertainty, write_probability
 from tilepipe.stores.slide import read_window
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ChannelModel(PixelModel):

@@ -47,6 +47,7 @@ __all__ = [
     "read_truth_rows",
     "rle_dice_counts",
     "slide_dice",
+    "prediction_and_labels",
     "slide_histogram",
     "submission_dice",
     "threshold_sweep",
@@ -169,6 +170,15 @@ def slide_histogram(prediction_path: str | os.PathLike, store_path: str | os.Pat
     Raises InputError naming the store when it has no labels, and naming
     the prediction when its shape differs from the slide's.
     """
+    return value_histogram(*prediction_and_labels(prediction_path, store_path))
+
+
+def prediction_and_labels(prediction_path: str | os.PathLike, store_path: str | os.PathLike) -> tuple:
+    """Return ``(probability, labels)``: the prediction's and the slide's ``(y, x)`` uint8 level-0 arrays (zarr).
+
+    Raises InputError naming the store when it has no labels, and naming
+    the prediction when its shape differs from the slide's.
+    """
     probability = read_probability(prediction_path)
     labels = SlideStore(store_path).labels
     if labels is None:
@@ -177,7 +187,7 @@ def slide_histogram(prediction_path: str | os.PathLike, store_path: str | os.Pat
         raise InputError(
             prediction_path, f"probability shape {probability.shape} differs from the slide's {labels.shape}"
         )
-    return value_histogram(probability, labels)
+    return probability, labels
 
 
 def write_histogram(histogram: ValueHistogram, path: str | os.PathLike) -> None:

@@ -49,10 +49,9 @@ import numpy as np
 import pandas as pd
 
 from tilepipe.errors import InputError
-from tilepipe.evaluation.dice import VALUES, ValueHistogram, band_rows_for, dice
+from tilepipe.evaluation.dice import VALUES, ValueHistogram, band_rows_for, dice, prediction_and_labels
 from tilepipe.evaluation.objects import COUNT_COLUMNS, OBJECT_COLUMNS, ObjectMatch, ObjectMatcher, with_scores
-from tilepipe.stores.probability import foreground_cutoff, read_probability
-from tilepipe.stores.slide import SlideStore
+from tilepipe.stores.probability import foreground_cutoff
 
 __all__ = [
     "GATES",
@@ -330,14 +329,7 @@ def evaluate_slide(
     configured one, at mask ``threshold``. Raises InputError naming the
     store without labels, a prediction of another shape, or a bad table.
     """
-    probability = read_probability(prediction_path)
-    labels = SlideStore(store_path).labels
-    if labels is None:
-        raise InputError(store_path, "slide store has no labels to evaluate against")
-    if probability.shape != labels.shape:
-        raise InputError(
-            prediction_path, f"probability shape {probability.shape} differs from the slide's {labels.shape}"
-        )
+    probability, labels = prediction_and_labels(prediction_path, store_path)
     windows, note = None, NO_TABLE
     if windows_path is not None and Path(windows_path).is_file():
         windows = read_windows(windows_path, probability.shape)

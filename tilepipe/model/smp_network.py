@@ -21,13 +21,13 @@ from torch import nn
 from tilepipe.model.encoders import ENCODERS, original_model
 from tilepipe.model.state_dicts import load_state_dict_checked
 from tilepipe.model.timm_encoder import check_timm_name, pretrained_arguments, timm_errors, timm_name
-from tilepipe.model.unet import STRIDE
+from tilepipe.model.unet import EncoderHeads
 
 # smp's classification head as the 1st-place head is used: one logit per tile, no dropout, no activation.
 AUX_PARAMS = {"classes": 1, "pooling": "avg", "dropout": None, "activation": None}
 
 
-class SmpNetwork(nn.Module):
+class SmpNetwork(EncoderHeads, nn.Module):
     """An smp model's encoder, decoder and heads, with tilepipe's ``encode`` / ``classify`` / ``segment`` split.
 
     The modules keep smp's attribute names, so the state dict is the smp
@@ -44,24 +44,6 @@ class SmpNetwork(nn.Module):
         self.decoder = model.decoder
         self.segmentation_head = model.segmentation_head
         self.classification_head = model.classification_head
-
-    @property
-    def has_classifier(self) -> bool:
-        """Whether ``classify`` is available (the model was built with ``clf_head``)."""
-        return self.classification_head is not None
-
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return smp's encoder features of ``x`` (b, c, h, w): the input itself first, then strides 2..32."""
-        h, w = x.shape[-2:]
-        if h % STRIDE or w % STRIDE:
-            raise ValueError(f"input height and width must be multiples of {STRIDE}, got {h} x {w}")
-        return self.encoder(x)
-
-    def classify(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Return the classification logits (b, 1) from ``encode``'s features."""
-        if self.classification_head is None:
-            raise RuntimeError("this model has no classification head (built with model.clf_head: false)")
-        return self.classification_head(features[-1])
 
     def segment(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Return the segmentation logits (b, 1, h, w) at input resolution from ``encode``'s features."""

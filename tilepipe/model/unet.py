@@ -12,7 +12,34 @@ from tilepipe.model.heads import ClassificationHead, DeepSupervisionHeads, upsam
 STRIDE = 32  # total downsampling of the encoder: input (h, w) must be multiples of it
 
 
-class Unet(nn.Module):
+class EncoderHeads:
+    """What inference and training call on a network besides ``segment``: ``encode``, ``classify``, ``has_classifier``.
+
+    Mixed into :class:`Unet` and :class:`tilepipe.model.smp_network.SmpNetwork`,
+    which set ``encoder`` (a module returning the feature maps, finest first,
+    deepest last) and ``classification_head`` (or None).
+    """
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether ``classify`` is available (the model was built with ``clf_head``)."""
+        return self.classification_head is not None
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the encoder's feature maps of ``x`` (b, c, h, w), finest first, deepest (stride 32) last."""
+        h, w = x.shape[-2:]
+        if h % STRIDE or w % STRIDE:
+            raise ValueError(f"input height and width must be multiples of {STRIDE}, got {h} x {w}")
+        return self.encoder(x)
+
+    def classify(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Return the classification logits (b, 1) from ``encode``'s features."""
+        if self.classification_head is None:
+            raise RuntimeError("this model has no classification head (built with model.clf_head: false)")
+        return self.classification_head(features[-1])
+
+
+class Unet(EncoderHeads, nn.Module):
     """Encoder -> decoder -> segmentation head, with optional deep-supervision and classification heads.
 
     ``forward(x)`` takes (b, c, h, w) float images, h and w multiples of 32,
@@ -37,24 +64,6 @@ class Unet(nn.Module):
         self.segmentation_head = segmentation_head
         self.deep_heads = deep_heads
         self.classification_head = classification_head
-
-    @property
-    def has_classifier(self) -> bool:
-        """Whether ``classify`` is available (the model was built with ``clf_head``)."""
-        return self.classification_head is not None
-
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the encoder's five feature maps of ``x`` (b, c, h, w), finest first (strides 2..32)."""
-        h, w = x.shape[-2:]
-        if h % STRIDE or w % STRIDE:
-            raise ValueError(f"input height and width must be multiples of {STRIDE}, got {h} x {w}")
-        return self.encoder(x)
-
-    def classify(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Return the classification logits (b, 1) from ``encode``'s features."""
-        if self.classification_head is None:
-            raise RuntimeError("this model has no classification head (built with model.clf_head: false)")
-        return self.classification_head(features[-1])
 
     def segment(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Return the segmentation logits (b, 1, h, w) at input resolution from ``encode``'s features."""

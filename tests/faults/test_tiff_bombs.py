@@ -117,6 +117,23 @@ def test_streamed_strips_cross_strip_and_band_edges_in_any_pool(tmp_path, small_
         np.testing.assert_array_equal(read_bands(path, 96, pool), expected)
 
 
+@pytest.mark.parametrize("predictor", [False, True])
+def test_planes_read_in_a_pool_do_not_race_on_the_file_position(tmp_path, small_budget, monkeypatch, predictor):
+    """A seek that lets another thread run before its read: without a file lock the planes read each other's bytes."""
+    path = write_strips(tmp_path / "s.tif", "separate", rowsperstrip=700, compression="zlib", predictor=predictor)
+    expected = tifffile_cyx(path)
+    seek = tifffile.FileHandle.seek
+
+    def slow_seek(self, offset, whence=0):
+        position = seek(self, offset, whence)
+        time.sleep(0.0005)
+        return position
+
+    monkeypatch.setattr(tifffile.FileHandle, "seek", slow_seek)
+    with ThreadPoolExecutor(3) as pool:
+        np.testing.assert_array_equal(read_bands(path, 96, pool), expected)
+
+
 def test_scattered_uncompressed_strips_are_streamed_by_offset(tmp_path, small_budget):
     path = write_strips(tmp_path / "s.tif", rowsperstrip=600)
     with tifffile.TiffFile(path) as tif:

@@ -114,6 +114,7 @@ class SlideTiff:
             raise InputError(self.path, "TIFF file does not exist") from None
         except Exception as err:
             raise InputError(self.path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
+        self.tif.filehandle.set_lock(True)  # tifffile's default lock is a no-op; pool threads seek and read
         try:
             self.sources = self._find_channels()
             self._check_segments_inside_file()

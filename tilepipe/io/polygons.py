@@ -424,11 +424,24 @@ def rasterize(polygons: Iterable[Polygon], y0: int, y1: int, x0: int, x1: int) -
 
 def _sample(polygon: Polygon, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """Return rows ``y0:y1``, columns ``x0:x1`` of an *edges* polygon's mask: pixels whose centres lie inside."""
-    exterior, *holes = polygon.fixed
-    inside = _centres_inside(exterior, y0, y1, x0, x1)
+    return _exterior_minus_holes(polygon.fixed, _centres_inside, y0, y1, x0, x1)
+
+
+def _exterior_minus_holes(rings: list[np.ndarray], inside_of, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Return ``inside_of(exterior)`` less each ``inside_of(hole)`` over rows ``y0:y1``, columns ``x0:x1``, uint8 0/1."""
+    exterior, *holes = rings
+    inside = inside_of(exterior, y0, y1, x0, x1)
     for hole in holes:
-        inside &= ~_centres_inside(hole, y0, y1, x0, x1)
+        inside &= ~inside_of(hole, y0, y1, x0, x1)
     return inside.view(np.uint8)
+
+
+def _runs(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Return the ``shape`` bool mask set on columns ``starts[i]:stops[i]`` of row ``rows[i]`` (window coordinates)."""
+    steps = np.zeros((shape[0], shape[1] + 1), dtype=np.int8)  # +1 where a run starts, -1 where it stops
+    np.add.at(steps, (rows, starts), 1)
+    np.add.at(steps, (rows, stops), -1)
+    return np.cumsum(steps, axis=1, out=steps)[:, :-1] > 0
 
 
 def _centres_inside(ring: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -465,11 +478,7 @@ def _centres_inside(ring: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.
     # A closed ring crosses every row an even number of times, so pairs never straddle two rows.
     rows, starts, stops = rows[0::2] - y0, np.clip(ks[0::2], x0, x1) - x0, np.clip(ks[1::2], x0, x1) - x0
     keep = starts < stops
-    rows, starts, stops = rows[keep], starts[keep], stops[keep]
-    steps = np.zeros((y1 - y0, x1 - x0 + 1), dtype=np.int8)  # +1 where a run starts, -1 where it stops
-    np.add.at(steps, (rows, starts), 1)
-    np.add.at(steps, (rows, stops), -1)
-    return np.cumsum(steps, axis=1, out=steps)[:, :-1] > 0
+    return _runs(rows[keep], starts[keep], stops[keep], (y1 - y0, x1 - x0))
 
 
 def _fill(polygon: Polygon) -> np.ndarray:
@@ -489,11 +498,7 @@ def _scan(polygon: Polygon, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 
     The pixels are :func:`_fill`'s (cv2's), but for the exact crossings of edges 65536 rows tall or taller.
     """
-    exterior, *holes = polygon.pixels
-    inside = _covered(exterior, y0, y1, x0, x1)
-    for hole in holes:
-        inside &= ~_covered(hole, y0, y1, x0, x1)
-    return inside.view(np.uint8)
+    return _exterior_minus_holes(polygon.pixels, _covered, y0, y1, x0, x1)
 
 
 def _covered(ring: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -502,11 +507,7 @@ def _covered(ring: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray
     rows, first, last = _spans(start, end, y0, y1)
     first, last = np.maximum(first, x0), np.minimum(last, x1 - 1)
     keep = first <= last
-    rows, first, last = rows[keep] - y0, first[keep] - x0, last[keep] - x0
-    steps = np.zeros((y1 - y0, x1 - x0 + 1), dtype=np.int8)  # +1 where a span starts, -1 after it ends
-    np.add.at(steps, (rows, first), 1)
-    np.add.at(steps, (rows, last + 1), -1)
-    covered = np.cumsum(steps, axis=1, out=steps)[:, :-1] > 0
+    covered = _runs(rows[keep] - y0, first[keep] - x0, last[keep] + 1 - x0, (y1 - y0, x1 - x0))
     ys, xs = _outline(start, end, y0, y1, x0, x1)
     covered[ys - y0, xs - x0] = True
     return covered

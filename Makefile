@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile rules/
 
 test: setup napari-setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # Unit tests only (no workflow runs): a few minutes on 2 cores.
 test-fast: setup

@@ -295,7 +295,8 @@ def measure(pair: str, args) -> dict:
     result = json.loads(done.stdout.splitlines()[-1])
     print(
         f"  {pair}: {result['params'] / 1e6:.2f} M params, {result['samples']} samples in "
-        f"{result['train_seconds']:.0f} s ({result['samples_per_second']:.1f}/s; validation {result['validation_seconds']:.0f} s; fit "
+        f"{result['train_seconds']:.0f} s ({result['samples_per_second']:.1f}/s; validation "
+        f"{result['validation_seconds']:.0f} s; fit "
         f"{result['fit_seconds']:.0f} s wall, {result['fit_cpu_seconds']:.0f} CPU-s), epochs {result['epochs']}, "
         f"best val Dice {[round(d, 3) for d in result['best_val_dice']]}, OOF Dice {result['oof_dice']:.3f}, "
         f"demo Dice {result['demo_dice']:.3f}, peak RSS {mib(result['train_peak_rss'])} training / "

@@ -28,11 +28,12 @@ its own) with ``--threads`` torch/OpenMP threads (default 1), and:
 
 Reported per pair: parameters (millions), training samples per second (all
 folds' training samples over their training wall time, validation
-excluded), peak RSS (``VmHWM``; while training, and of the whole child),
+excluded), peak RSS in MiB (``VmHWM`` after training, and of it the part
+above the process's RSS before the first network), prediction seconds,
 epochs per fold (the last may be partial), the two Dice scores, and each
 as a ratio to the first pair (the baseline: the demo's own network).
 
-    python benchmarks/bench_models.py                          # 6 pairs x 150 s: ~35 minutes on 2 idle cores
+    python benchmarks/bench_models.py                          # 6 pairs x 150 s: ~25 minutes on 2 idle cores
     python benchmarks/bench_models.py --write                  # and replace "## Encoder table" in docs/benchmarks.md
     python benchmarks/bench_models.py --budget 5 --pairs unet_1st_place+resnet18 FPN+resnet18   # plumbing check
 """
@@ -221,6 +222,7 @@ def child(pair: str, args) -> dict:
 
     trainer_module.FoldTrainer.validate = timed_validate
     models, metrics = [], []
+    start_rss = peak_rss()  # imports done, no network yet
     with Timed() as training:
         for fold in fold_ids:
             folder = out / "models" / f"fold{fold}"
@@ -275,6 +277,7 @@ def child(pair: str, args) -> dict:
         "samples_per_second": int(runs["samples"].sum()) / train_seconds,
         "epochs": [len(m) for m in metrics],
         "best_val_dice": [float(m["val_dice"].max()) for m in metrics],
+        "start_rss": start_rss,
         "train_peak_rss": train_peak,
         "peak_rss": peak_rss(),
         "predict_seconds": predicting.result["seconds"],
@@ -317,8 +320,10 @@ def table(results: list[dict]) -> list[str]:
         ("parameters (M)", lambda r: r["params"] / 1e6, "{:.2f}"),
         ("training samples/s", lambda r: r["samples_per_second"], "{:.1f}"),
         ("peak RSS training (MiB)", lambda r: r["train_peak_rss"] / 2**20, "{:,.0f}"),
+        ("of it above imports (MiB)", lambda r: (r["train_peak_rss"] - r["start_rss"]) / 2**20, "{:,.0f}"),
         ("demo Dice", lambda r: r["demo_dice"], "{:.3f}"),
         ("stage-1 OOF Dice", lambda r: r["oof_dice"], "{:.3f}"),
+        ("prediction s", lambda r: r["predict_seconds"], "{:.0f}"),
     ]
     lines = [
         "| architecture + encoder | " + " | ".join(name for name, _, _ in columns) + " | epochs per fold |",
@@ -350,7 +355,9 @@ def section(results: list[dict], args, machine: str, loads: tuple) -> str:
     {args.threads} torch thread{"s" if args.threads > 1 else ""}, one pair at a time, each in a fresh process), then
     predicted and scored as the workflow does (2 flips, gate 0.5, threshold 0.5). Demo Dice: the 4-fold ensemble on
     the test slides against the demo's truth; stage-1 OOF Dice: each train slide by the fold model that held it out
-    (mean over slides). Samples/s: training samples over training time, validation excluded. Ratios are to the
+    (mean over slides). Samples/s: training samples over training time, validation excluded. Peak RSS: `VmHWM`
+    of the pair's process after training; above imports: less its RSS before the first network was built.
+    Prediction: the 8 out-of-fold and 2 test slides, scoring excluded. Ratios are to the
     baseline row. Epochs per fold: the last one may be partial; the cosine schedule counts {epochs}, so a pair
     stopped early ends at a higher learning rate."""
     paragraph = textwrap.fill(" ".join(prose.split()), width=100, break_on_hyphens=False, break_long_words=False)

@@ -95,7 +95,7 @@ def kill_in_epoch(monkeypatch, killed_epoch: int):
     return original
 
 
-def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None):
+def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None, **budget):
     tiles, folds, stores = dataset
     train_fold(
         tiles,
@@ -107,6 +107,7 @@ def run(dataset, out: Path, settings=SETTINGS, fold=0, init_path=None):
         out / "metrics.csv",
         out / "state" / "last.pt",
         init_path=init_path,
+        **budget,
     )
     return pd.read_csv(out / "metrics.csv")
 
@@ -162,6 +163,27 @@ def test_loss_falls_and_outputs_are_written(straight):
 def test_finished_run_leaves_no_resumable_state(straight):
     assert (straight / "model.pt").is_file()
     assert not list((straight / "state").iterdir()), "a finished job must not resume on its next run"
+
+
+def test_spent_time_budget_stops_at_the_next_batch_and_keeps_a_loadable_checkpoint(dataset, tmp_path):
+    metrics = run(dataset, tmp_path, max_seconds=0)
+    batch = SETTINGS["train"]["batch_size"]
+    assert list(metrics["epoch"]) == [1], "no epoch starts after the deadline"
+    assert list(metrics["samples"]) == [batch], "the first step ends the epoch"
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["extra"]["epoch"] == 1
+    assert checkpoint["extra"]["val_dice"] == pytest.approx(metrics["val_dice"].iloc[0])
+    assert not load_checkpoint(tmp_path / "model.pt").training
+    assert not list((tmp_path / "state").iterdir()), "a stopped run is finished: no resumable state"
+
+
+@pytest.mark.parametrize("max_seconds", [None, 1e6])
+def test_unspent_or_no_time_budget_trains_the_same_weights(dataset, straight, tmp_path, max_seconds):
+    """The default run (``straight``, no budget argument) and these end with the same bytes."""
+    metrics = run(dataset, tmp_path, max_seconds=max_seconds)
+    expected = pd.read_csv(straight / "metrics.csv")
+    pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
+    assert (tmp_path / "model.pt").read_bytes() == (straight / "model.pt").read_bytes()
 
 
 @pytest.mark.faults

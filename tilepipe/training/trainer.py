@@ -13,6 +13,11 @@ inputs) trains again.
 Stage 2 may start from a checkpoint (``init_path``: the fold's stage-1
 model) instead of fresh weights.
 
+A time budget (``max_seconds``) ends training at the first batch boundary
+after its deadline: that epoch is validated and recorded with the samples
+it saw, and the outputs are written as after a full run (the learning-rate
+schedule still counts ``train.epochs``). Without one nothing changes.
+
 With a stain reference (``stain_reference``, :mod:`tilepipe.data.stain`),
 every slide's tiles are normalised to it, and the checkpoint's geometry
 records it (key ``stain``) for inference.
@@ -230,6 +235,12 @@ class FoldTrainer:
         self.epoch = 0
         self.best_dice = -math.inf
         self.metrics: list[dict] = []
+        # time.monotonic() after which training stops at the next batch boundary; None = no budget.
+        self.deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        """Whether the time budget (``self.deadline``, a ``time.monotonic()`` value) is spent."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     # -- resumable state ---------------------------------------------------
     def state(self) -> dict:
@@ -326,6 +337,9 @@ class FoldTrainer:
                     lr,
                     rate,
                 )
+            if self.past_deadline():
+                log.info("fold %d epoch %d: time budget spent after step %d/%d", self.fold, epoch, step, len(loader))
+                break
         self.scheduler.step()
         valid = self.validate(epoch)
         seconds = time.perf_counter() - started
@@ -400,6 +414,8 @@ class FoldTrainer:
                 extra = {"fold": self.fold, "epoch": epoch, "val_dice": row["val_dice"]}
                 save_checkpoint(best_path, self.model, self.settings["model"], extra=extra, geometry=self.geometry)
             self.save_state(state_path)
+            if self.past_deadline():
+                break
         with atomic_output(metrics_path) as tmp:
             pd.DataFrame(self.metrics, columns=METRIC_COLUMNS).to_csv(tmp, index=False)
         with atomic_output(model_path) as tmp:
@@ -445,6 +461,7 @@ def train_fold(
     pseudo_labels: dict[str, str] | None = None,
     init_path: str | os.PathLike | None = None,
     stain_reference: dict | None = None,
+    max_seconds: float | None = None,
 ) -> None:
     """Train fold ``fold`` and write its best checkpoint and per-epoch metrics.
 
@@ -455,7 +472,9 @@ def train_fold(
     checkpoint of the same model settings to start from instead of fresh
     weights (stage 2 with ``pseudo.init: stage1``). ``stain_reference``: the
     training slides' stain reference (:func:`tilepipe.data.stain.fit_reference`)
-    every slide is normalised to, or None.
+    every slide is normalised to, or None. ``max_seconds``: a wall-clock budget in seconds from the
+    start of training (after the model is built); training stops at the first batch boundary after
+    it, validates that epoch and writes the same outputs. None (the default): train every epoch.
     """
     if settings["train"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -475,4 +494,6 @@ def train_fold(
     )
     stain = None if stain_reference is None else normalisation_settings(stain_reference)
     trainer = FoldTrainer(inputs, fold, settings, device, init_path, stain)
+    if max_seconds is not None:
+        trainer.deadline = time.monotonic() + max_seconds
     trainer.fit(Path(model_path), Path(metrics_path), Path(state_path))

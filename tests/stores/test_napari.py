@@ -34,8 +34,8 @@ import zarr
 
 from tests.builders import write_slide_store
 from tests.stores.test_ngff_validity import CHUNK, HEIGHT, SHAPES, WIDTH
-from tilepipe.objects.export import CLASS_COLOR, write_objects
-from tilepipe.stores.ngff import set_pixel_size
+from tilepipe.objects.export import write_objects
+from tilepipe.stores.ngff import GLOMERULUS_RGB, set_pixel_size
 from tilepipe.stores.probability import foreground_cutoff, write_probability
 from tilepipe.stores.slide import SlideStore
 
@@ -230,8 +230,8 @@ def test_make_screenshot_draws_slide_probability_and_geojson_outlines_where_they
     assert ((r > 200) & (g > 180) & (b > 200)).mean() > 0.2, "the slide's pale tissue is missing"
     assert ((r > 200) & (g < 150) & (b > 200)).sum() > 1000, "the magenta probability is missing"
 
-    # The outlines (CLASS_COLOR, red) where the GeoJSON's pixel edges map to: the whole slide fitted and centred.
-    outline = (np.abs(shot - np.array(CLASS_COLOR)).max(axis=-1) < 60) & (b < 120)
+    # The outlines (GLOMERULUS_RGB, red) where the GeoJSON's pixel edges map to: the whole slide fitted and centred.
+    outline = (np.abs(shot - np.array(GLOMERULUS_RGB)).max(axis=-1) < 60) & (b < 120)
     zoom = min(height / (HEIGHT * Y_UM), width / (WIDTH * X_UM))  # screen px per micrometre
     features = json.loads(applied["geojson"].read_text())["features"]
     assert len(features) == len(DISCS)

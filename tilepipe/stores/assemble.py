@@ -151,8 +151,8 @@ def assemble_apply_store(
     with atomic_output(out_path) as tmp, ThreadPoolExecutor(threads) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs["ome"] = image_attrs(out_path.stem, len(image_levels))
-        for level in image_levels:
-            add(share_array(slide_path / level, tmp / level))
+        for index, level in enumerate(image_levels):  # named "0", "1", ... as image_attrs lists them
+            add(share_array(slide_path / level, tmp / str(index)))
 
         mask = create_labels(root, LABEL_NAME, shapes, chunk=chunk, pool=pool)
         labels = root["labels"]

@@ -72,9 +72,10 @@ rule all:
         rules.eval.input,
 
 
-# Slides as users have them (apply.slides): NGFF stores, QuPath GeoJSON,
+# Slides as users have them (apply.slides): one NGFF store each (image and labels), QuPath GeoJSON,
 # object tables and a summary under results/apply/.
 rule apply:
     input:
+        expand("results/apply/{slide}.zarr", slide=list(APPLY_SLIDES)),
         expand("results/apply/{slide}.geojson", slide=list(APPLY_SLIDES)),
         "results/apply/summary.csv" if APPLY_SLIDES else [],

@@ -1,28 +1,25 @@
-"""A PNG of an applied slide in napari: the slide, its probability map and the glomerulus outlines of its GeoJSON.
+"""A PNG of an applied slide in napari: its store (image and labels) and the glomerulus outlines of its GeoJSON.
 
-    python docs/make_screenshot.py results/apply/{id}.zarr results/apply/predictions/{id}.zarr \\
-        results/apply/{id}.geojson -o docs/napari_apply.png \\
+    python docs/make_screenshot.py results/apply/{id}.zarr results/apply/{id}.geojson \\
+        -o docs/images/apply_napari.png [--labels probability glomeruli] \\
         [--width 1200 --height 800] [--box X0 Y0 X1 Y1] [--outline-color yellow]
 
-What `snakemake apply` wrote for one slide: the slide store (opened with the
-napari-ome-zarr plugin, as a user opens it: one layer per RGB channel, the
-store's pyramid, scale in micrometres where the store has a pixel size), the
-prediction store (its pyramid as an image layer, magenta with opacity 0.6 x
-the probability) and the QuPath GeoJSON (one outline per ring, holes included, in
-a Shapes layer of closed paths). GeoJSON coordinates are level-0 pixel edges ``(x, y)``;
-napari puts pixel ``(y, x)``'s centre at data ``(y, x)``, so a ring becomes
-``(y - 0.5, x - 0.5)`` in a layer with the slide's scale. ``--box`` frames
-level-0 pixels ``x0..x1, y0..y1`` (default: the whole slide).
+What `snakemake apply` wrote for one slide: the apply store, opened with the
+napari-ome-zarr plugin as a user opens it (one image layer per RGB channel,
+the store's pyramid, scale in micrometres where the store has a pixel size,
+and one labels layer per ``labels/{name}``), and the QuPath GeoJSON (one
+outline per ring, holes included, in a Shapes layer of closed paths).
+``--labels`` names the label images shown (default ``glomeruli``; the store
+has ``glomeruli``, ``probability`` and ``uncertainty``); the others are
+left out. GeoJSON coordinates are level-0 pixel edges ``(x, y)``; napari puts
+pixel ``(y, x)``'s centre at data ``(y, x)``, so a ring becomes ``(y - 0.5,
+x - 0.5)`` in a layer with the slide's scale. ``--box`` frames level-0 pixels
+``x0..x1, y0..y1`` (default: the whole slide).
 
 Needs the napari extra (``pip install -e '.[napari]'``) and a display:
 without ``DISPLAY`` it starts its own Xvfb (Debian ``xvfb``; ``make
 napari-deps`` installs it with the Qt libraries napari needs). The window is
 shown on that display because a hidden Qt 5 canvas renders black.
-
-The prediction store is read directly (not through napari-ome-zarr): the
-plugin (0.10.0) opens a label image at a store's root by looking two
-folders up for its image, with ``zarr.open_group(mode="a")``, which writes a
-``zarr.json`` into ``results/apply/``.
 """
 
 from __future__ import annotations
@@ -40,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-PROBABILITY_RGBA = ([1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.6])  # magenta, opacity 0.6 x the probability
+from tilepipe.stores.ngff import GLOMERULUS_RGB
+
 OUTLINE_SCREEN_PX = 3.0  # outline width on the screenshot, in screen pixels
-DEFAULT_RGB = [230, 60, 60]
+DEFAULT_LABELS = ("glomeruli",)
 
 
 @contextlib.contextmanager
@@ -92,7 +90,7 @@ def outline_rings(geojson_path: str | os.PathLike) -> tuple[list[np.ndarray], li
 
     Features may be a FeatureCollection's or a bare list; ``Polygon`` and
     ``MultiPolygon`` geometries are read, other types skipped. The colour is
-    ``properties.classification.color`` (default red).
+    ``properties.classification.color`` (default :data:`GLOMERULUS_RGB`).
     """
     document = json.loads(Path(geojson_path).read_text(encoding="utf-8"))
     features = document["features"] if isinstance(document, dict) else document
@@ -107,7 +105,7 @@ def outline_rings(geojson_path: str | os.PathLike) -> tuple[list[np.ndarray], li
         else:
             continue
         classification = (feature.get("properties") or {}).get("classification") or {}
-        rgb = classification.get("color", DEFAULT_RGB)
+        rgb = classification.get("color", GLOMERULUS_RGB)
         for polygon in polygons:
             for ring in polygon:
                 xy = np.asarray(ring, dtype=np.float64)  # closed: the last point is the first
@@ -116,27 +114,32 @@ def outline_rings(geojson_path: str | os.PathLike) -> tuple[list[np.ndarray], li
     return rings, colors
 
 
-def label_pyramid(path: str | os.PathLike) -> tuple[list[zarr.Array], tuple[float, float]]:
-    """The ``(y, x)`` levels of the NGFF label image at the root of ``path`` (level 0 first) and level 0's
-    ``(y, x)`` scale (micrometres per pixel where the store has a pixel size, else 1)."""
-    group = zarr.open_group(path, mode="r")
-    multiscale = group.attrs["ome"]["multiscales"][0]
-    levels = [group[dataset["path"]] for dataset in multiscale["datasets"]]
-    scale = next(t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
-    return levels, (float(scale[-2]), float(scale[-1]))
+def store_labels(store: str | os.PathLike) -> list[str]:
+    """The names of the label images of the NGFF image at ``store`` (``labels/`` listing; none without one).
+
+    Raises ValueError naming ``store`` when it is not a zarr group.
+    """
+    try:
+        group = zarr.open_group(store, mode="r")
+    except Exception as err:
+        raise ValueError(f"{store}: not a zarr store ({err})") from err
+    if "labels" not in group:
+        return []
+    return list(group["labels"].attrs.get("ome", {}).get("labels", []))
 
 
 def render(
-    slide: str | os.PathLike,
-    prediction: str | os.PathLike,
+    store: str | os.PathLike,
     geojson: str | os.PathLike,
     out: str | os.PathLike,
     *,
+    labels: Sequence[str] = DEFAULT_LABELS,
     size: tuple[int, int] = (800, 1200),
     box: Sequence[float] | None = None,
     outline_color: str | None = None,
 ) -> np.ndarray:
-    """Draw the slide store, its prediction store and its GeoJSON outlines in napari; save the canvas as ``out``.
+    """Draw the apply store (image and the label images ``labels``) and its GeoJSON outlines in napari; save
+    the canvas as ``out``.
 
     ``size``: the PNG's ``(height, width)``; ``box``: level-0 pixels
     ``(x0, y0, x1, y1)`` to frame (default the whole slide), fitted inside
@@ -146,31 +149,22 @@ def render(
     Returns the ``(height, width, 4)`` uint8 RGBA screenshot.
     """
     import napari
-    from napari.utils.colormaps import Colormap
 
     height, width = size
     viewer = napari.Viewer(title="tilepipe apply", show=True)  # a hidden Qt 5 canvas renders black
     try:
-        layers = viewer.open(str(slide), plugin="napari-ome-zarr")
+        layers = viewer.open(str(store), plugin="napari-ome-zarr")
         images = [layer for layer in layers if isinstance(layer, napari.layers.Image)]
         if not images:
-            raise RuntimeError(f"napari-ome-zarr found no image in {slide}")
+            raise RuntimeError(f"napari-ome-zarr found no image in {store}")
         scale = tuple(float(s) for s in images[0].scale[-2:])
         slide_height, slide_width = images[0].data[0].shape[-2:]
-
-        levels, probability_scale = label_pyramid(prediction)
-        if not np.allclose(probability_scale, scale):
-            print(f"warning: {prediction} has scale {probability_scale}, the slide {scale}", file=sys.stderr)
-        viewer.add_image(
-            levels,
-            multiscale=True,
-            name="probability",
-            scale=probability_scale,
-            units=images[0].units,  # napari hides the scale bar's unit when layers' units differ
-            colormap=Colormap(PROBABILITY_RGBA, name="probability_magenta"),
-            contrast_limits=(0, 255),
-            blending="translucent",
-        )
+        for layer in layers:
+            if isinstance(layer, napari.layers.Labels):
+                if layer.name.rsplit("/", 1)[-1] in labels:
+                    layer.visible = True  # napari-ome-zarr opens labels hidden
+                else:
+                    viewer.layers.remove(layer)
 
         x0, y0, x1, y1 = box if box is not None else (0, 0, slide_width, slide_height)
         zoom = min(height / ((y1 - y0) * scale[0]), width / ((x1 - x0) * scale[1]))  # screen px per world unit
@@ -181,7 +175,7 @@ def render(
                 shape_type="path",  # outlines only: no faces to triangulate
                 name=f"glomeruli ({Path(geojson).name})",
                 scale=scale,
-                units=images[0].units,
+                units=images[0].units,  # napari hides the scale bar's unit when layers' units differ
                 edge_color=colors if outline_color is None else outline_color,
                 edge_width=OUTLINE_SCREEN_PX / (zoom * min(scale)),  # data units: level-0 pixels
             )
@@ -196,24 +190,39 @@ def render(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("slide", help="slide store, e.g. results/apply/{id}.zarr")
-    parser.add_argument("prediction", help="its prediction store, e.g. results/apply/predictions/{id}.zarr")
+    parser.add_argument("store", help="an apply store, e.g. results/apply/{id}.zarr")
     parser.add_argument("geojson", help="its objects, e.g. results/apply/{id}.geojson")
     parser.add_argument("-o", "--out", required=True, help="PNG to write")
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=list(DEFAULT_LABELS),
+        metavar="NAME",
+        help="label images to show (default: %(default)s)",
+    )
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="level-0 pixels to frame")
     parser.add_argument("--outline-color", help="one colour for every outline (default: each feature's classification)")
     args = parser.parse_args(argv)
+    try:
+        available = store_labels(args.store)
+    except ValueError as err:
+        parser.error(str(err))
+    missing = [name for name in args.labels if name not in available]
+    if missing:
+        parser.error(f"{args.store} has no label image {', '.join(missing)} (it has: {', '.join(available) or 'none'})")
+    if not Path(args.geojson).is_file():
+        parser.error(f"{args.geojson}: no such GeoJSON file")
     if not os.environ.get("DISPLAY"):
         # Draw in a child process on a private screen: Qt aborts the process whose X server goes away.
         with virtual_display(max(args.width, 1920), max(args.height, 1080)):
             sys.exit(subprocess.call([sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]))
     shot = render(
-        args.slide,
-        args.prediction,
+        args.store,
         args.geojson,
         args.out,
+        labels=args.labels,
         size=(args.height, args.width),
         box=args.box,
         outline_color=args.outline_color,

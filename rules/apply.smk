@@ -1,12 +1,17 @@
-"""Apply the ensemble to slides as users have them (apply.slides): NGFF stores, QuPath GeoJSON, object tables."""
+"""Apply the ensemble to slides as users have them (apply.slides): NGFF stores, QuPath GeoJSON, object tables.
+
+results/apply/slides/{id}.zarr (the ingested slide) and predictions/{id}.zarr
+feed the rules; results/apply/{id}.zarr (rule apply_store) is the one store a
+user opens: the slide's image with labels/glomeruli, probability, uncertainty.
+"""
 
 
 rule apply_ingest:
     input:
         tiff=lambda wildcards: APPLY_SLIDES[wildcards.slide],
     output:
-        directory("results/apply/{slide}.zarr"),
-        provenance=provenance("results/apply/{slide}.zarr"),
+        directory("results/apply/slides/{slide}.zarr"),
+        provenance=provenance("results/apply/slides/{slide}.zarr"),
     log:
         "results/logs/apply_ingest/{slide}.log",
     benchmark:
@@ -20,7 +25,7 @@ rule apply_ingest:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        ingest=section("ingest"),
+        ingest=slide_ingest_settings(),
         mpp=config["data"]["mpp"],
         code=code("ingest.py"),
     script:
@@ -48,8 +53,8 @@ rule apply_model:
 
 rule apply_predict:
     input:
-        store=ancient("results/apply/{slide}.zarr"),
-        store_content=provenance("results/apply/{slide}.zarr"),
+        store=ancient("results/apply/slides/{slide}.zarr"),
+        store_content=provenance("results/apply/slides/{slide}.zarr"),
         models=APPLY_MODELS,
     output:
         directory("results/apply/predictions/{slide}.zarr"),
@@ -81,8 +86,8 @@ rule apply_objects:
     input:
         prediction=ancient("results/apply/predictions/{slide}.zarr"),
         prediction_content=provenance("results/apply/predictions/{slide}.zarr"),
-        store=ancient("results/apply/{slide}.zarr"),
-        store_content=provenance("results/apply/{slide}.zarr"),
+        store=ancient("results/apply/slides/{slide}.zarr"),
+        store_content=provenance("results/apply/slides/{slide}.zarr"),
     output:
         geojson="results/apply/{slide}.geojson",
         table="results/apply/{slide}.csv",
@@ -105,10 +110,39 @@ rule apply_objects:
         "../workflow_scripts/objects.py"
 
 
+rule apply_store:
+    input:
+        store=ancient("results/apply/slides/{slide}.zarr"),
+        store_content=provenance("results/apply/slides/{slide}.zarr"),
+        prediction=ancient("results/apply/predictions/{slide}.zarr"),
+        prediction_content=provenance("results/apply/predictions/{slide}.zarr"),
+    output:
+        directory("results/apply/{slide}.zarr"),
+        provenance=provenance("results/apply/{slide}.zarr"),
+    log:
+        "results/logs/apply_store/{slide}.log",
+    benchmark:
+        "results/benchmarks/apply_store/{slide}.tsv"
+    wildcard_constraints:
+        slide=one_of(list(APPLY_SLIDES)),
+    conda:
+        "../envs/tilepipe.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    params:
+        threshold=config["inference"]["threshold"],
+        code=code("apply_store.py"),
+    script:
+        "../workflow_scripts/apply_store.py"
+
+
 rule apply_summary:
     input:
         **store_inputs(
-            "stores", expand("results/apply/{slide}.zarr", slide=list(APPLY_SLIDES))
+            "stores",
+            expand("results/apply/slides/{slide}.zarr", slide=list(APPLY_SLIDES)),
         ),
         tables=expand("results/apply/{slide}.csv", slide=list(APPLY_SLIDES)),
     output:

@@ -218,6 +218,13 @@ APPLY_MODELS = (
 )
 
 
+def slide_ingest_settings():
+    """The ingest settings that can change a user's slide store (the params of apply_ingest):
+    the section without the keys that only concern training labels (a user's slide has none).
+    """
+    return {k: v for k, v in section("ingest").items() if k != "polygon_coordinates"}
+
+
 def predictions(stage, ids):
     return expand("results/predictions/{stage}/{slide}.zarr", stage=stage, slide=ids)
 

@@ -14,8 +14,17 @@ import numpy as np
 import zarr
 
 from tilepipe.atomic import atomic_output
-from tilepipe.stores.ngff import BandReader, create_image, create_label_levels, create_labels, level_shapes, list_label
-from tilepipe.stores.slide import LABEL_NAME
+from tilepipe.stores.ngff import (
+    BandReader,
+    create_image,
+    create_label_levels,
+    create_labels,
+    level_shapes,
+    list_label,
+    relative_source,
+)
+from tilepipe.stores.probability import create_probability, create_uncertainty
+from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
 
 def write_slide_store(
@@ -91,3 +100,28 @@ def write_labels(
                 raise ValueError(f"band_reader({y0}, {y1}) returned shape {band.shape}, expected {(y1 - y0, width)}")
             writer.write((band != 0).astype(np.uint8))
     list_label(labels, name)
+
+
+def write_prediction_store(
+    out_path: str | os.PathLike,
+    slide_store: str | os.PathLike,
+    probability_yx: np.ndarray,
+    uncertainty_yx: np.ndarray,
+    chunk: int = 512,
+) -> None:
+    """Write in-memory ``(y, x)`` uint8 probability and spread maps as the prediction store of ``slide_store``.
+
+    The layout :func:`tilepipe.inference.predict.predict_slide` writes (label
+    images with the slide's level shapes and pixel size, the spread in
+    ``uncertainty/``), without a model. Appears atomically.
+    """
+    out_path = Path(out_path)
+    store = SlideStore(slide_store)
+    with atomic_output(out_path) as tmp, ThreadPoolExecutor(1) as pool:
+        source = relative_source(out_path, slide_store)
+        probability = create_probability(tmp, out_path.stem, store.level_shapes, chunk, {}, source=source, pool=pool)
+        spread = create_uncertainty(tmp, store.level_shapes, chunk, source=source, pool=pool)
+        probability.write(np.asarray(probability_yx, np.uint8))
+        spread.write(np.asarray(uncertainty_yx, np.uint8))
+        store.copy_pixel_size_to(zarr.open_group(tmp, mode="r+"))
+        store.copy_pixel_size_to(zarr.open_group(tmp / "uncertainty", mode="r+"))

@@ -1,5 +1,5 @@
 """Ingest one slide: TIFF (+ RLE or polygons from the dataset) -> results/slides/{id}.zarr; a slide a user
-brought (rule apply_ingest, no dataset tables) -> results/apply/{id}.zarr without labels."""
+brought (rule apply_ingest, no dataset tables) -> results/apply/slides/{id}.zarr without labels."""
 
 import sys
 

@@ -11,6 +11,7 @@ from rasterio.features import rasterize
 
 from tilepipe.objects import export
 from tilepipe.objects.components import find_objects, object_mask
+from tilepipe.stores.ngff import GLOMERULUS_RGB
 
 
 def slide(shape=(400, 500)) -> np.ndarray:
@@ -47,7 +48,7 @@ def test_every_object_is_a_qupath_detection_whose_outline_rasterises_to_its_pixe
     objects = find_objects(values, 128, min_area=4)
     for feature, row, box in zip(collection["features"], rows, objects.box, strict=True):
         assert feature["properties"]["objectType"] == "detection"
-        assert feature["properties"]["classification"] == {"name": "glomerulus", "color": export.CLASS_COLOR}
+        assert feature["properties"]["classification"] == {"name": "glomerulus", "color": list(GLOMERULUS_RGB)}
         assert feature["geometry"]["type"] == "Polygon"
         assert polygon_area(feature["geometry"]["coordinates"]) == row["area_px"]
         drawn = rasterize([feature["geometry"]], out_shape=values.shape, dtype=np.uint8)

@@ -1,10 +1,10 @@
 """napari opens what `snakemake apply` writes, and docs/make_screenshot.py draws it (optional: the napari extra and a display).
 
-The stores sit in apply's layout (``results/apply/{id}.zarr``,
-``results/apply/predictions/{id}.zarr``, ``results/apply/{id}.geojson``),
-built from arrays as tests/stores/test_ngff_validity.py builds its stores, on
-the same small slide, with a pixel size of 0.26 x 0.25 um (y, x: unequal, so
-a swapped axis shows).
+The stores sit in apply's layout (``results/apply/slides/{id}.zarr`` and
+``predictions/{id}.zarr`` built from arrays as tests/stores/test_ngff_validity.py
+builds its stores, on the same small slide, with a pixel size of 0.26 x 0.25 um
+(y, x: unequal, so a swapped axis shows); ``results/apply/{id}.zarr`` and
+``{id}.geojson`` from them as rules apply_store and apply_objects write them).
 
 Every napari call runs in a child process on a private Xvfb screen: a Qt
 application that loses its X server, or cannot load its platform plugin,
@@ -23,6 +23,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,12 +33,12 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.builders import write_slide_store
+from tests.builders import write_prediction_store, write_slide_store
 from tests.stores.test_ngff_validity import CHUNK, HEIGHT, SHAPES, WIDTH
-from tilepipe.objects.export import CLASS_COLOR, write_objects
-from tilepipe.stores.ngff import set_pixel_size
-from tilepipe.stores.probability import foreground_cutoff, write_probability
-from tilepipe.stores.slide import SlideStore
+from tilepipe.objects.export import write_objects
+from tilepipe.stores.assemble import APPLY_LABELS, assemble_apply_store
+from tilepipe.stores.ngff import GLOMERULUS_RGB, set_pixel_size
+from tilepipe.stores.probability import foreground_cutoff
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docs" / "make_screenshot.py"
@@ -141,8 +142,9 @@ def applied(tmp_path_factory) -> dict[str, Path]:
     """One slide as `snakemake apply` leaves it, and a labelled slide store as the main DAG has it."""
     results = tmp_path_factory.mktemp("napari") / "results"
     paths = {
-        "slide": results / "apply" / "s1.zarr",
+        "slide": results / "apply" / "slides" / "s1.zarr",
         "prediction": results / "apply" / "predictions" / "s1.zarr",
+        "store": results / "apply" / "s1.zarr",
         "geojson": results / "apply" / "s1.geojson",
         "table": results / "apply" / "s1.csv",
         "labelled": results / "slides" / "s2.zarr",
@@ -158,8 +160,8 @@ def applied(tmp_path_factory) -> dict[str, Path]:
     slide = zarr.open_group(paths["slide"], mode="r+")
     slide.attrs["tilepipe"] = {"pixel_size": {"x_um": X_UM, "y_um": Y_UM, "source": "test"}}
     set_pixel_size(slide, Y_UM, X_UM)
-    write_probability(paths["prediction"], probability, chunk=CHUNK, slide_store=paths["slide"])
-    SlideStore(paths["slide"]).copy_pixel_size_to(zarr.open_group(paths["prediction"], mode="r+"))  # as predict does
+    write_prediction_store(paths["prediction"], paths["slide"], probability, probability // 3, chunk=CHUNK)
+    assemble_apply_store(paths["slide"], paths["prediction"], paths["store"], 0.5)
     cutoff = foreground_cutoff(0.5)
     rows = write_objects(probability, cutoff, paths["geojson"], paths["table"], slide_id="s1", mpp=X_UM, min_area=1)
     assert len(rows) == len(DISCS)
@@ -169,41 +171,43 @@ def applied(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def opened(napari_env, applied) -> dict[str, list[dict]]:
-    """The layers napari-ome-zarr gives one viewer for the apply slide store, then its prediction store, then
-    the labelled slide store (one child process), by the path they came from."""
-    paths = [applied["slide"], applied["prediction"], applied["labelled"]]
+    """The layers napari-ome-zarr gives one viewer for the apply store, then the labelled slide store (one
+    child process), by the path they came from."""
+    paths = [applied["store"], applied["labelled"]]
     output = run_napari(napari_env, "-c", DESCRIBE_LAYERS, *map(str, paths)).stdout
     layers = json.loads(output.split("LAYERS ", 1)[1])
     return {name: [layer for layer in layers if layer["path"] == str(applied[name])] for name in applied}
 
 
-def test_napari_opens_an_apply_store_as_an_rgb_pyramid_in_micrometres_with_its_prediction_as_labels_over_it(
-    opened, applied
-):
-    layers = opened["slide"] + opened["prediction"]
-    slide = zarr.open_group(applied["slide"], mode="r")
+def test_napari_opens_an_apply_store_as_an_rgb_pyramid_in_micrometres_with_its_labels_over_it(opened, applied):
+    layers = opened["store"]
+    store = zarr.open_group(applied["store"], mode="r")
     images = [layer for layer in layers if layer["kind"] == "Image"]
-    assert [layer["path"] for layer in images] == [str(applied["slide"])] * 3  # one layer per channel
+    assert len(images) == 3  # one layer per channel
     assert [layer["colormap"] for layer in images] == ["red", "green", "blue"]
     for channel, layer in enumerate(images):
         assert layer["multiscale"] and layer["shapes"] == [list(shape) for shape in SHAPES]
         assert layer["scale"] == pytest.approx([Y_UM, X_UM]) and layer["units"] == ["micrometer", "micrometer"]
-        assert layer["coarsest_sum"] == int(slide["2"][channel].sum(dtype=np.int64))
+        assert layer["coarsest_sum"] == int(store["2"][channel].sum(dtype=np.int64))
 
-    (labels,) = (layer for layer in layers if layer["path"] == str(applied["prediction"]))
-    assert labels["kind"] == "Labels" and labels["multiscale"]
-    assert labels["shapes"] == [list(shape) for shape in SHAPES]
-    assert labels["coarsest_sum"] == int(zarr.open_group(applied["prediction"], mode="r")["2"][...].sum())
-    assert labels["scale"] == pytest.approx([Y_UM, X_UM]) and labels["units"] == ["micrometer", "micrometer"]
-    np.testing.assert_allclose(labels["world"], images[0]["world"])  # the same micrometres: it lies over the slide
+    labels = {layer["name"].rsplit("/", 1)[-1]: layer for layer in layers if layer["kind"] == "Labels"}
+    assert sorted(labels) == sorted(APPLY_LABELS)
+    for name, layer in labels.items():
+        assert layer["multiscale"] and layer["shapes"] == [list(shape) for shape in SHAPES], name
+        assert layer["coarsest_sum"] == int(store[f"labels/{name}/2"][...].sum(dtype=np.int64)), name
+        assert layer["scale"] == pytest.approx([Y_UM, X_UM]) and layer["units"] == ["micrometer", "micrometer"]
+        np.testing.assert_allclose(layer["world"], images[0]["world"])  # the same micrometres: over the slide
+    assert labels["glomeruli"]["coarsest_sum"] > 0
     np.testing.assert_allclose(images[0]["world"], [[0, 0], [(HEIGHT - 1) * Y_UM, (WIDTH - 1) * X_UM]])
+    assert not (applied["store"].parent / "zarr.json").exists(), "napari-ome-zarr wrote beside the store"
 
 
 def test_napari_opens_a_labelled_slide_store_with_image_and_labels_layers(opened):
     layers = opened["labelled"]
     assert [layer["kind"] for layer in layers] == ["Image", "Image", "Image", "Labels"]
     labels = layers[-1]
-    assert labels["name"].endswith("glomeruli") and labels["shapes"] == [list(shape) for shape in SHAPES]
+    name = re.sub(r" \[\d+\]$", "", labels["name"])  # napari numbers a name the apply store's labels took
+    assert name.endswith("glomeruli") and labels["shapes"] == [list(shape) for shape in SHAPES]
     np.testing.assert_allclose(labels["world"], layers[0]["world"])
 
 
@@ -213,9 +217,11 @@ def test_make_screenshot_draws_slide_probability_and_geojson_outlines_where_they
     run_napari(
         napari_env,
         str(SCRIPT),
-        *map(str, (applied["slide"], applied["prediction"], applied["geojson"])),
+        *map(str, (applied["store"], applied["geojson"])),
         "-o",
         str(out),
+        "--labels",
+        "probability",
         "--width",
         str(width),
         "--height",
@@ -230,8 +236,8 @@ def test_make_screenshot_draws_slide_probability_and_geojson_outlines_where_they
     assert ((r > 200) & (g > 180) & (b > 200)).mean() > 0.2, "the slide's pale tissue is missing"
     assert ((r > 200) & (g < 150) & (b > 200)).sum() > 1000, "the magenta probability is missing"
 
-    # The outlines (CLASS_COLOR, red) where the GeoJSON's pixel edges map to: the whole slide fitted and centred.
-    outline = (np.abs(shot - np.array(CLASS_COLOR)).max(axis=-1) < 60) & (b < 120)
+    # The outlines (GLOMERULUS_RGB, red) where the GeoJSON's pixel edges map to: the whole slide fitted and centred.
+    outline = (np.abs(shot - np.array(GLOMERULUS_RGB)).max(axis=-1) < 60) & (b < 120)
     zoom = min(height / (HEIGHT * Y_UM), width / (WIDTH * X_UM))  # screen px per micrometre
     features = json.loads(applied["geojson"].read_text())["features"]
     assert len(features) == len(DISCS)
@@ -250,3 +256,15 @@ def test_make_screenshot_draws_slide_probability_and_geojson_outlines_where_they
     col = round((cx + 0.5 - WIDTH / 2) * X_UM * zoom + width / 2)
     assert outline[row, col - round((hole + 1.5) * X_UM * zoom) : col + 1].any(), "no outline of the hole"
     assert not outline[row - 2 : row + 3, col - 2 : col + 3].any()
+
+
+def test_make_screenshot_refuses_a_label_the_store_does_not_have_naming_what_it_has(applied, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script().main(
+            [str(applied["store"]), str(applied["geojson"]), "-o", str(tmp_path / "x.png"), "--labels", "nuclei"]
+        )
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "has no label image nuclei" in message and str(applied["store"]) in message
+    assert "glomeruli, probability, uncertainty" in message
+    assert not (tmp_path / "x.png").exists()

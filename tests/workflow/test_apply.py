@@ -42,19 +42,24 @@ def applied(tiny_run, tmp_path_factory):
 def test_apply_uses_the_trained_ensemble_without_training(applied):
     _, dry = applied
     rules = {job.rule for job in scheduled_jobs(dry)}
-    assert rules == {"apply_ingest", "apply_predict", "apply_objects", "apply_summary", "apply"}
+    assert rules == {"apply_ingest", "apply_predict", "apply_store", "apply_objects", "apply_summary", "apply"}
 
 
 def test_stores_open_as_ome_zarr_with_micrometres(applied):
     run, _ = applied
-    image = open_ome_zarr(zarr.open_group(run / "results/apply/lab_A.zarr", mode="r"))
-    assert isinstance(image, Image)
-    scale = zarr.open_group(run / "results/apply/lab_A.zarr", mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
+    path = run / "results/apply/lab_A.zarr"
+    image = open_ome_zarr(zarr.open_group(path, mode="r"))
+    assert isinstance(image, Image) and not isinstance(image, ImageLabel)
+    assert sorted(image.labels.label_paths) == ["glomeruli", "probability", "uncertainty"]
+    scale = zarr.open_group(path, mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
     assert scale["coordinateTransformations"][0]["scale"][1:] == [0.25, 0.25]
+    slide = run / "results/apply/slides/lab_A.zarr"
+    assert (path / "0" / "c" / "0" / "0" / "0").samefile(slide / "0" / "c" / "0" / "0" / "0"), "image linked"
     prediction = zarr.open_group(run / "results/apply/predictions/lab_A.zarr", mode="r")
     assert isinstance(open_ome_zarr(prediction), ImageLabel)
     source = prediction.attrs["ome"]["image-label"]["source"]["image"]
-    assert (run / "results/apply/predictions/lab_A.zarr" / source).resolve() == (run / "results/apply/lab_A.zarr")
+    assert (run / "results/apply/predictions/lab_A.zarr" / source).resolve() == slide.resolve()
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")["labels/probability/0"][...], prediction["0"][...])
 
 
 def test_objects_and_summary_per_slide(applied):

@@ -18,5 +18,5 @@ def test_a_greyscale_slide_fails_its_ingest_naming_the_file_and_leaves_no_store(
     assert result.returncode != 0
     log = (run / "results/logs/apply_ingest/grey.log").read_text()
     assert str(slides / "grey.tif") in log and "single-channel (greyscale or fluorescence)" in log
-    leftovers = [p.name for p in (run / "results/apply").iterdir()] if (run / "results/apply").exists() else []
+    leftovers = [p.name for p in (run / "results/apply").rglob("*")]  # slides/, predictions/ and the stores
     assert not [name for name in leftovers if name.startswith(("grey", ".grey"))], leftovers

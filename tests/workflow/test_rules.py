@@ -114,6 +114,22 @@ def test_runtime_keys_are_not_params(parsed):
     assert set(schema) == (set(schema) & set(predict)) | set(keys["inference"]) | {"threshold"}
 
 
+def test_apply_ingest_takes_only_the_ingest_keys_that_can_change_a_users_slide(parsed, tmp_path):
+    """A label-only key (polygon_coordinates) reruns the dataset's ingest, not apply's; the pyramid's does both."""
+    default = tilepipe.config.defaults("ingest")
+    changed = {
+        "polygon_coordinates": "centres" if default["polygon_coordinates"] != "centres" else "edges",
+        "min_level_size": 2 * default["min_level_size"],
+    }
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({**OVERLAY, "ingest": changed}))
+    other = parse_workflow(tmp_path, REPO / "config.yaml", overlay)
+    before, after = (p["rules"]["apply_ingest"]["params"]["ingest"] for p in (parsed, other))
+    assert "polygon_coordinates" not in before and {"chunk", "min_level_size"} <= set(before)
+    assert after == {**before, "min_level_size": changed["min_level_size"]}
+    assert other["rules"]["ingest"]["params"]["ingest"]["polygon_coordinates"] == changed["polygon_coordinates"]
+
+
 def test_out_of_fold_predictions_are_ungated_and_the_others_gated(parsed):
     """Eval sweeps the classification gate from out-of-fold window tables, so those run every window."""
     oof, test = parsed["predict_inference"]["oof"], parsed["predict_inference"]["test"]

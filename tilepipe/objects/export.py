@@ -31,10 +31,10 @@ from rasterio.features import shapes
 
 from tilepipe.atomic import atomic_output
 from tilepipe.objects.components import SlideObjects, find_objects, object_mask
+from tilepipe.stores.ngff import GLOMERULUS_RGB
 
-__all__ = ["CLASS_COLOR", "TABLE_COLUMNS", "UNCERTAIN_SPREAD", "measured_objects", "outline", "write_objects"]
+__all__ = ["TABLE_COLUMNS", "UNCERTAIN_SPREAD", "measured_objects", "outline", "write_objects"]
 
-CLASS_COLOR = [230, 60, 60]
 MAX_BOX_PIXELS = 32 * 2**20
 # A pixel is uncertain where the ensemble's spread 2 sigma reaches 0.5 (stored 0..255): its models x flips
 # runs disagree as much as runs half at 0.25 and half at 0.75 would.
@@ -186,7 +186,7 @@ def _feature(geometry: dict[str, Any], row: dict[str, Any], class_name: str) -> 
         "geometry": geometry,
         "properties": {
             "objectType": "detection",
-            "classification": {"name": class_name, "color": CLASS_COLOR},
+            "classification": {"name": class_name, "color": list(GLOMERULUS_RGB)},
             "measurements": measurements,
         },
     }

@@ -35,6 +35,9 @@ from tilepipe.stores.chunks import CHUNK_ENCODER, CODEC, is_writer_format
 NGFF_VERSION = "0.5"
 RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
 LABEL_RGBA = [255, 255, 0, 160]
+# The colour of a predicted glomerulus everywhere it is drawn: the apply store's labels/glomeruli and the
+# GeoJSON's classification (tilepipe.objects.export), which QuPath and napari show.
+GLOMERULUS_RGB = (230, 60, 60)
 
 BandReader = Callable[[int, int], np.ndarray]
 
@@ -266,6 +269,7 @@ def label_attrs(
     *,
     source: str | None = "../../",
     colors: Sequence[dict] = MASK_COLORS,
+    properties: Sequence[dict] = (),
     downsampling: str = "2x2 max",
 ) -> dict:
     """Return the ``attrs["ome"]`` of an image-label group of ``n_levels`` ``(y, x)`` levels.
@@ -274,12 +278,15 @@ def label_attrs(
     group relative to this one (NGFF's default ``"../../"``: the image whose
     ``labels`` group holds it; see :func:`relative_source`); None names no
     image. ``colors``: the ``image-label.colors`` (default: value 1, a mask's
-    foreground, in :data:`LABEL_RGBA`). ``downsampling``: the multiscale's
+    foreground, in :data:`LABEL_RGBA`). ``properties``: the ``image-label.properties``
+    (``{"label-value": v, ...}`` per value; none if empty). ``downsampling``: the multiscale's
     ``type``, how each level was reduced from the one before.
     """
     label_levels = multiscales(name, LABEL_AXES, n_levels)
     label_levels[0]["type"] = downsampling
     image_label: dict = {"colors": list(colors)}
+    if properties:
+        image_label["properties"] = list(properties)
     if source is not None:
         image_label["source"] = {"image": source}
     return {"version": NGFF_VERSION, "multiscales": label_levels, "image-label": image_label}

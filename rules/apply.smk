@@ -69,7 +69,7 @@ rule apply_predict:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
-        inference=ensemble_inference(),
+        inference=APPLY_INFERENCE,
         mpp=config["data"]["mpp"],
         device=config["train"]["device"],
         code=code("predict.py"),

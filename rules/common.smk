@@ -286,6 +286,12 @@ APPLY_MODELS = (
         f"results/apply/models/fold{k}/model.pt" for k in range(len(APPLY_MODEL_FILES))
     ]
 )
+# The prediction params of apply_predict: the ensemble's (its weights), or a folder's plain mean.
+APPLY_INFERENCE = (
+    ensemble_inference()
+    if config["apply"]["models"] is None
+    else prediction_settings(config)
+)
 
 
 def predictions(stage, ids):

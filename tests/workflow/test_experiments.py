@@ -169,3 +169,21 @@ def test_each_experiment_asks_for_its_own_training_memory(tmp_path):
     sections = {root: experiment_sections(config, name) for root, name in (("results", "main"), (UNETPP, "unetpp"))}
     expected = {root: {training_memory_mb(s["model"], s["train"])} for root, s in sections.items()}
     assert asked == expected and expected["results"] != expected[UNETPP]
+
+
+def test_unequal_weights_reach_the_ensembles_predictions_only(tmp_path):
+    """predict's params for a test slide carry one weight per fold model, member by member; out-of-fold ones none."""
+    import yaml
+
+    from tests.workflow.runner import REPO, parse_workflow
+
+    overlay = copy.deepcopy(TWO)
+    overlay["ensemble"] = {"experiments": ["unetpp", "main"], "weights": [3, 1]}
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    parsed = parse_workflow(tmp_path, REPO / "config.yaml", path)
+    assert parsed["predict_inference"]["test"]["weights"] == [0.75] * 4 + [0.25] * 4
+    assert "weights" not in parsed["predict_inference"]["oof"]
+    assert parsed["rules"]["apply_predict"]["params"]["inference"]["weights"] == [0.75] * 4 + [0.25] * 4
+    equal = parse_workflow(tmp_path, REPO / "config.yaml", REPO / "configs/experiments.yaml")
+    assert "weights" not in equal["predict_inference"]["test"], "equal weights: the plain mean, params as before"

@@ -36,6 +36,7 @@ localrules:
     apply_summary,
     eval_stage,
     eval_summary,
+    eval_experiments,
     plot_training,
     plot_slide_dice,
     plot_threshold_sweep,

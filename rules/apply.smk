@@ -74,7 +74,7 @@ rule apply_predict:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
-        inference=prediction_settings(config),
+        inference=APPLY_INFERENCE,
         mpp=config["data"]["mpp"],
         device=config["train"]["device"],
         code=code("predict.py"),

@@ -1,8 +1,17 @@
 """Helpers and input functions shared by the rules (no rules here)."""
 
+import re
 from pathlib import Path
 
 from tilepipe.config import RUNTIME_KEYS, check_settings
+from tilepipe.experiments import (
+    DEFAULT_EXPERIMENT,
+    ensemble_weights,
+    experiment_names,
+    experiment_of_root,
+    experiment_root,
+    experiment_sections,
+)
 from tilepipe.io.kaggle import (
     INFO_CSV,
     SUBMISSION_CSV,
@@ -62,6 +71,13 @@ TEST_IDS = [s for s in SPLIT if SPLIT[s] == "test"]
 EXTERNAL_IDS = [s for s in SPLIT if SPLIT[s] == "external"]
 ALL_IDS = list(SPLIT)
 
+# Named experiments (tilepipe.experiments): name -> the folder of its models,
+# predictions, eval and benchmarks (main: results, others results/experiments/NAME);
+# ENSEMBLE: the members that predict test and external slides -> weight (sum 1).
+EXPERIMENTS = experiment_names(config)
+ROOTS = {name: experiment_root(name) for name in EXPERIMENTS}
+ENSEMBLE = ensemble_weights(config)
+
 
 # One definition per wildcard for every rule; rules narrow `slide` further
 # where only some ids apply.
@@ -69,6 +85,7 @@ wildcard_constraints:
     slide="[A-Za-z0-9_-]+",
     stage="stage1|stage2",
     fold=r"\d+",
+    root="|".join(re.escape(root) for root in ROOTS.values()),
 
 
 def section(name):
@@ -140,17 +157,26 @@ def result_settings(name):
     return {k: v for k, v in section(name).items() if k not in skip}
 
 
+def experiment_section(experiment, name):
+    """Experiment ``experiment``'s section ``name`` (model, loss or train: its overlay merged over the top-level
+    section), sorted, without runtime-only keys (a params value; main's equals ``result_settings(name)``).
+    """
+    skip = RUNTIME_KEYS.get(name, ())
+    merged = experiment_sections(config, experiment)[name]
+    return {k: v for k, v in merged.items() if k not in skip}
+
+
 def fold_ids():
     patients = config["folds"]["patients"]
     return list(range(len(patients) if patients else config["folds"]["n"]))
 
 
-def training_settings(stage):
-    """Everything a training job of ``stage`` depends on, as plain sorted dicts.
+def training_settings(stage, experiment=DEFAULT_EXPERIMENT):
+    """Everything a training job of ``stage`` of ``experiment`` depends on, as plain sorted dicts.
 
     Stage 2 takes `pseudo.epochs` and `pseudo.lr` where they are set.
     """
-    train = result_settings("train")
+    train = experiment_section(experiment, "train")
     if stage == "stage2":
         pseudo = config["pseudo"]
         for key in ("epochs", "lr"):
@@ -158,8 +184,8 @@ def training_settings(stage):
     return {
         "seed": config["seed"],
         "mpp": config["data"]["mpp"],
-        "model": section("model"),
-        "loss": section("loss"),
+        "model": experiment_section(experiment, "model"),
+        "loss": experiment_section(experiment, "loss"),
         "train": train,
         "sampling": section("sampling"),
     }
@@ -178,9 +204,17 @@ PRETRAINED_FILES = (
 )
 
 
-# Host memory of a training job (first attempt): measured per encoder, batch,
-# input size, device and DataLoader workers (tilepipe/resources.py).
-TRAIN_MEM_MB = training_memory_mb(config["model"], config["train"])
+# Host memory of a training job (first attempt) per experiment: measured per
+# network, batch, input size, device and DataLoader workers (tilepipe/resources.py).
+TRAIN_MEM_MB = {
+    name: training_memory_mb(sections["model"], sections["train"])
+    for name, sections in ((n, experiment_sections(config, n)) for n in EXPERIMENTS)
+}
+
+
+def train_mem_mb(wildcards, attempt):
+    """Host memory in MB of training job ``wildcards`` (its experiment's figure) at ``attempt``."""
+    return TRAIN_MEM_MB[experiment_of_root(wildcards.root)] * attempt
 
 
 def pretrained_model(wildcards):
@@ -191,10 +225,46 @@ def pretrained_model(wildcards):
 PSEUDO_IDS = TEST_IDS + EXTERNAL_IDS
 
 
-def stage_models(stage):
+def stage_models(stage, experiment=DEFAULT_EXPERIMENT):
+    """The fold models of ``stage`` (a name or a list) of ``experiment``."""
     return expand(
-        "results/models/{stage}/fold{fold}/model.pt", stage=stage, fold=fold_ids()
+        "{root}/models/{stage}/fold{fold}/model.pt",
+        root=ROOTS[experiment],
+        stage=stage,
+        fold=fold_ids(),
     )
+
+
+def ensemble_models(stage):
+    """The fold models of ``stage`` of every ensemble member, member by member: they predict test and external slides."""
+    return [path for name in ENSEMBLE for path in stage_models(stage, name)]
+
+
+def ensemble_inference(gate=True):
+    """The prediction params of the ensemble (``prediction_settings``, the members' shared input geometry), with
+    ``weights`` (one per model of ``ensemble_models``) only when the members' weights differ.
+    """
+    train = experiment_sections(config, next(iter(ENSEMBLE)))["train"]
+    settings = prediction_settings(config, gate=gate, train=train)
+    if len(set(ENSEMBLE.values())) > 1:
+        settings["weights"] = [w for w in ENSEMBLE.values() for _ in fold_ids()]
+    return settings
+
+
+def prediction_models(wildcards):
+    """The models of a prediction: a train slide's are its experiment's (predict keeps the one that held it out);
+    a test or external slide's under results/ are the ensemble's."""
+    if wildcards.root == ROOTS[DEFAULT_EXPERIMENT] and wildcards.slide not in TRAIN_IDS:
+        return ensemble_models(wildcards.stage)
+    return stage_models(wildcards.stage, experiment_of_root(wildcards.root))
+
+
+def prediction_inference(wildcards):
+    """The ``inference`` params of prediction ``wildcards``: out-of-fold ones ungated, at their experiment's geometry."""
+    if wildcards.root == ROOTS[DEFAULT_EXPERIMENT] and wildcards.slide not in TRAIN_IDS:
+        return ensemble_inference(gate=wildcards.slide not in OOF_IDS)
+    train = experiment_sections(config, experiment_of_root(wildcards.root))["train"]
+    return prediction_settings(config, gate=wildcards.slide not in OOF_IDS, train=train)
 
 
 # ------------------------------------------------------------------- apply
@@ -210,11 +280,17 @@ APPLY_MODEL_FILES = (
     else list_model_files(config["apply"]["models"])
 )
 APPLY_MODELS = (
-    stage_models(FINAL_STAGE)
+    ensemble_models(FINAL_STAGE)
     if config["apply"]["models"] is None
     else [
         f"results/apply/models/fold{k}/model.pt" for k in range(len(APPLY_MODEL_FILES))
     ]
+)
+# The prediction params of apply_predict: the ensemble's (its weights), or a folder's plain mean.
+APPLY_INFERENCE = (
+    ensemble_inference()
+    if config["apply"]["models"] is None
+    else prediction_settings(config)
 )
 
 
@@ -248,7 +324,9 @@ def training_inputs(wildcards):
             )
         )
         if config["pseudo"]["init"] == "stage1":
-            inputs["init"] = f"results/models/stage1/fold{wildcards.fold}/model.pt"
+            inputs["init"] = (
+                f"{wildcards.root}/models/stage1/fold{wildcards.fold}/model.pt"
+            )
     if config["data"]["stain_normalisation"]:
         inputs["stain"] = "results/stain/reference.json"
     return inputs
@@ -289,3 +367,32 @@ def overlay_inputs(wildcards):
     if IS_DEMO and wildcards.slide in TEST_IDS:
         inputs["truth"] = "results/demo/truth.csv"
     return inputs
+
+
+def experiment_eval_inputs(wildcards=None):
+    """Per experiment: its final stage's out-of-fold Dice table and fold models (eval_experiments)."""
+    return {
+        "dice": [f"{ROOTS[name]}/eval/dice_{FINAL_STAGE}.csv" for name in EXPERIMENTS],
+        "models": [stage_models(FINAL_STAGE, name)[0] for name in EXPERIMENTS],
+    }
+
+
+def experiment_benchmarks():
+    """Per experiment: the benchmark files of its training jobs and of its final stage's out-of-fold predictions."""
+    return {
+        name: {
+            "train": expand(
+                "{root}/benchmarks/train/{stage}/fold{fold}.tsv",
+                root=ROOTS[name],
+                stage=TRAINED_STAGES if name == DEFAULT_EXPERIMENT else STAGES,
+                fold=fold_ids(),
+            ),
+            "predict": expand(
+                "{root}/benchmarks/predict/{stage}/{slide}.tsv",
+                root=ROOTS[name],
+                stage=FINAL_STAGE,
+                slide=OOF_IDS,
+            ),
+        }
+        for name in EXPERIMENTS
+    }

@@ -1,20 +1,20 @@
-"""Evaluation: out-of-fold Dice and objects per slide, fold and stage, the threshold and gate sweeps, the demo's submission, figures."""
+"""Evaluation: out-of-fold Dice and objects per slide, fold and stage (per experiment: {root}), the threshold and gate sweeps, the experiments side by side, the demo's submission, figures."""
 
 
 rule eval_slide:
     input:
-        prediction=ancient("results/predictions/{stage}/{slide}.zarr"),
-        prediction_content=provenance("results/predictions/{stage}/{slide}.zarr"),
+        prediction=ancient("{root}/predictions/{stage}/{slide}.zarr"),
+        prediction_content=provenance("{root}/predictions/{stage}/{slide}.zarr"),
         # Written by predict with the store: each window's kept centre and classification score.
-        windows="results/predictions/{stage}/{slide}.windows.csv",
+        windows="{root}/predictions/{stage}/{slide}.windows.csv",
         store=ancient("results/slides/{slide}.zarr"),
         store_content=provenance("results/slides/{slide}.zarr"),
     output:
-        histogram="results/eval/{stage}/histograms/{slide}.csv",
-        gates="results/eval/{stage}/gates/{slide}.csv",
-        provenance=provenance("results/eval/{stage}/histograms/{slide}.csv"),
+        histogram="{root}/eval/{stage}/histograms/{slide}.csv",
+        gates="{root}/eval/{stage}/gates/{slide}.csv",
+        provenance=provenance("{root}/eval/{stage}/histograms/{slide}.csv"),
     log:
-        "results/logs/eval_slide/{stage}/{slide}.log",
+        "{root}/logs/eval_slide/{stage}/{slide}.log",
     wildcard_constraints:
         slide=one_of(OOF_IDS),
     conda:
@@ -36,34 +36,34 @@ rule eval_stage:
     input:
         folds="results/folds.csv",
         histograms=expand(
-            "results/eval/{{stage}}/histograms/{slide}.csv", slide=OOF_IDS
+            "{{root}}/eval/{{stage}}/histograms/{slide}.csv", slide=OOF_IDS
         ),
-        gates=expand("results/eval/{{stage}}/gates/{slide}.csv", slide=OOF_IDS),
+        gates=expand("{{root}}/eval/{{stage}}/gates/{slide}.csv", slide=OOF_IDS),
     output:
         dice=report(
-            "results/eval/dice_{stage}.csv",
+            "{root}/eval/dice_{stage}.csv",
             caption="../report/dice_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "Dice per slide"},
         ),
         sweep=report(
-            "results/eval/threshold_sweep_{stage}.csv",
+            "{root}/eval/threshold_sweep_{stage}.csv",
             caption="../report/sweep_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "threshold sweep"},
         ),
         gates=report(
-            "results/eval/gate_sweep_{stage}.csv",
+            "{root}/eval/gate_sweep_{stage}.csv",
             caption="../report/gate_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
             labels={"stage": "{stage}", "content": "gate sweep"},
         ),
-        provenance=provenance("results/eval/dice_{stage}.csv"),
+        provenance=provenance("{root}/eval/dice_{stage}.csv"),
     log:
-        "results/logs/eval_stage/{stage}.log",
+        "{root}/logs/eval_stage/{stage}.log",
     conda:
         "../envs/tilepipe.yaml"
     params:
@@ -126,6 +126,41 @@ rule eval_summary:
         code=code("eval_summary.py"),
     script:
         "../workflow_scripts/eval_summary.py"
+
+
+rule eval_experiments:
+    input:
+        unpack(experiment_eval_inputs),
+    output:
+        table=report(
+            "results/eval/experiments.csv",
+            caption="../report/experiments.rst",
+            category="Experiments",
+            labels={"content": "experiments side by side"},
+        ),
+        plot=report(
+            "results/eval/experiments.png",
+            caption="../report/experiments.rst",
+            category="Experiments",
+            labels={"content": "experiments side by side (figure)"},
+        ),
+        provenance=provenance("results/eval/experiments.csv"),
+    log:
+        "results/logs/eval_experiments.log",
+    conda:
+        "../envs/tilepipe.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    params:
+        experiments=EXPERIMENTS,
+        ensemble=ENSEMBLE,
+        stage=FINAL_STAGE,
+        # Read when present (their jobs' wall time); the inputs above come after them.
+        benchmarks=experiment_benchmarks(),
+        code=code("eval_experiments.py"),
+    script:
+        "../workflow_scripts/eval_experiments.py"
 
 
 rule plot_training:
@@ -253,6 +288,8 @@ rule plot_overlay:
 rule eval:
     input:
         "results/eval/summary.csv",
+        "results/eval/experiments.csv",
+        "results/eval/experiments.png",
         "results/eval/threshold.txt",
         "results/eval/threshold_sweep.png",
         "results/eval/gate_sweep.png",

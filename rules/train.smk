@@ -1,27 +1,32 @@
-"""Training: one GPU job per stage and fold (stage 2 adds the pseudo-labelled slides)."""
+"""Training: one GPU job per experiment, stage and fold (stage 2 adds the pseudo-labelled slides).
+
+{root} is an experiment's folder: results for main, results/experiments/NAME for the others.
+"""
 
 
 rule train_model:
     input:
         unpack(training_inputs),
     output:
-        model="results/models/{stage}/fold{fold}/model.pt",
-        metrics="results/models/{stage}/fold{fold}/metrics.csv",
-        provenance=provenance("results/models/{stage}/fold{fold}/model.pt"),
+        model="{root}/models/{stage}/fold{fold}/model.pt",
+        metrics="{root}/models/{stage}/fold{fold}/metrics.csv",
+        provenance=provenance("{root}/models/{stage}/fold{fold}/model.pt"),
     log:
-        "results/models/{stage}/fold{fold}/train.log",
+        "{root}/models/{stage}/fold{fold}/train.log",
     benchmark:
-        "results/benchmarks/train/{stage}/fold{fold}.tsv"
+        "{root}/benchmarks/train/{stage}/fold{fold}.tsv"
     conda:
         "../envs/tilepipe.yaml"
     threads: config["train"]["num_workers"] + 1
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: TRAIN_MEM_MB * attempt,
+        mem_mb=train_mem_mb,
         runtime=lambda wildcards, attempt: 720 * attempt,
     params:
-        settings=lambda wildcards: training_settings(wildcards.stage),
-        state=lambda wildcards: f"results/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",
+        settings=lambda wildcards: training_settings(
+            wildcards.stage, experiment_of_root(wildcards.root)
+        ),
+        state=lambda wildcards: f"{wildcards.root}/state/{wildcards.stage}/fold{wildcards.fold}/last.pt",
         code=code("train.py"),
     script:
         "../workflow_scripts/train.py"
@@ -54,4 +59,4 @@ if PRETRAINED_STAGE1:
 
 rule train:
     input:
-        stage_models(STAGES),
+        [stage_models(STAGES, name) for name in EXPERIMENTS],

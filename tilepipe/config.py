@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from tilepipe.errors import InputError
+from tilepipe.experiments import check_experiments
 
 __all__ = [
     "FIRST_PLACE_ARCHITECTURE",
@@ -139,7 +140,26 @@ def check_settings(config: dict[str, Any]) -> None:
             f"tiles.shift: the shifted grid's offset must be smaller than tiles.size = {tiles['size']} "
             f"(half of it in the recipe; 0 for no shifted grid), got {tiles['shift']}",
         )
-    check_model_settings(config["model"], config["train"]["input_size"])
+    check_experiments(config, _check_experiment)
+
+
+def _check_experiment(sections: dict[str, dict[str, Any]], where: str) -> None:
+    """Check one experiment's merged ``model``/``loss``/``train`` sections: the schema, then the model.
+
+    ``where`` prefixes every key the InputError names (``experiments.NAME.``
+    for a named experiment, empty for the top-level sections).
+    """
+    for name, values in sections.items():
+        if where:  # the top-level sections were validated with the whole config
+            validator = jsonschema.Draft202012Validator(_schema()["properties"][name])
+            error = jsonschema.exceptions.best_match(validator.iter_errors(values))
+            if error is not None:
+                path = ".".join([name, *map(str, error.absolute_path)])
+                raise InputError(None, f"{where}{path}: {error.message}")
+    try:
+        check_model_settings(sections["model"], sections["train"]["input_size"])
+    except InputError as error:
+        raise InputError(None, f"{where}{error.problem}") from None
 
 
 def _model_error(key: str, problem: str) -> InputError:

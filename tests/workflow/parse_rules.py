@@ -30,7 +30,8 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
     )._workflow
     rules = {}
     for rule in workflow.rules:
-        wildcards = Wildcards(fromdict=dict.fromkeys(rule.wildcard_names, "stage1"))
+        values = {name: "results" if name == "root" else "stage1" for name in rule.wildcard_names}
+        wildcards = Wildcards(fromdict=values)
         resources = {}
         for attempt in (1, 2, 3):
             expanded = rule.expand_resources(wildcards, {}, attempt)
@@ -51,7 +52,7 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         "training_settings": names["training_settings"]("stage1"),
         # predict's inference params for the first out-of-fold and the first test slide
         "predict_inference": {
-            kind: predict_inference(Wildcards(fromdict={"stage": "stage1", "slide": names[ids][0]}))
+            kind: predict_inference(Wildcards(fromdict={"root": "results", "stage": "stage1", "slide": names[ids][0]}))
             for kind, ids in (("oof", "OOF_IDS"), ("test", "TEST_IDS"))
         },
     }

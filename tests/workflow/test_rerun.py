@@ -101,7 +101,7 @@ def test_lr_change_reruns_every_training_and_downstream_only(run):
     folds = fold_numbers(run)
     assert ran["train_model"] == 2 * len(folds), "both stages, every fold"
     assert {j.wildcards for j in jobs if j.rule == "train_model"} == {
-        (("stage", stage), ("fold", str(fold))) for stage in ("stage1", "stage2") for fold in folds
+        (("root", "results"), ("stage", stage), ("fold", str(fold))) for stage in ("stage1", "stage2") for fold in folds
     }
     for job in jobs:
         if job.rule == "train_model" and ("stage", "stage1") in job.wildcards:

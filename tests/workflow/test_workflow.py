@@ -112,7 +112,7 @@ def test_every_job_records_its_provenance(tiny_run):
         if job.rule == "train_model":
             settings = record["params"]["settings"]
             assert record["seed"] == settings["seed"] == config["seed"]
-            if job.wildcards[0] == ("stage", "stage1"):
+            if dict(job.wildcards)["stage"] == "stage1":
                 assert settings["train"]["epochs"] == TINY["train"]["epochs"]
             assert "num_workers" not in settings["train"] and "state" not in record["params"], "runtime only"
             assert {"torch", "albumentations"} <= set(record["packages"])

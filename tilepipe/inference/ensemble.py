@@ -8,6 +8,10 @@ stores' scale: ``round(p * 255)``; the spread ``round(min(2 sigma, 1) * 255)``,
 sigma the standard deviation of the probability over the R = models x
 flips runs, so 255 is the most the runs can disagree: half of them at 0,
 half at 1).
+
+With ``weights`` (one per model), the mean and the spread are weighted:
+each model's flips share its weight, a model of weight 0 never runs, and
+equal weights give exactly the unweighted mean.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ class Ensemble:
         device: torch.device,
         amp: bool,
         channels_last: bool,
+        weights: Sequence[float] | None = None,
     ):
         if not models:
             raise InputError(None, "no models to predict with")
+        models, self.weights = _weighted(models, weights)
         unknown = [name for name in tta if name not in FLIPS]
         if not tta or unknown or len(set(tta)) != len(tta):
             raise InputError(None, f"tta: expected distinct flips among {', '.join(FLIPS)}, got {list(tta)}")
@@ -125,31 +131,36 @@ class Ensemble:
         windows that pass the gate (the probability's mean over models and
         flips, and ``min(2 sigma, 1)`` of it), or None when none passed.
         """
-        runs = [(model, dims) for model in self.models for dims in self.flips]
+        runs = [
+            (model, dims, weight)
+            for model, weight in zip(self.models, self.weights, strict=True)
+            for dims in self.flips
+        ]
+        total_weight = sum(weight for _, _, weight in runs)
         classifies = all(getattr(model, "has_classifier", True) for model in self.models)
         clf_sum = torch.zeros(images.shape[0], device=images.device)
         moments = _Moments()
         if self.clf_threshold is None:  # each run's features are dropped as soon as it is segmented
-            for model, dims in runs:
+            for model, dims, weight in runs:
                 features = model.encode(_flip(images, dims))
                 if classifies:
-                    clf_sum += torch.sigmoid(model.classify(features).float()).view(-1)
-                moments.add(self._segment(model, dims, features))
-            clf = (clf_sum / len(runs)).double().cpu().numpy() if classifies else None
+                    clf_sum += _weigh(torch.sigmoid(model.classify(features).float()).view(-1), weight)
+                moments.add(self._segment(model, dims, features), weight)
+            clf = (clf_sum / total_weight).double().cpu().numpy() if classifies else None
             return clf, moments.result()
         kept = []  # every run's features wait for the gate
-        for model, dims in runs:
+        for model, dims, weight in runs:
             kept.append(model.encode(_flip(images, dims)))
-            clf_sum += torch.sigmoid(model.classify(kept[-1]).float()).view(-1)
-        clf = (clf_sum / len(runs)).double().cpu().numpy()
+            clf_sum += _weigh(torch.sigmoid(model.classify(kept[-1]).float()).view(-1), weight)
+        clf = (clf_sum / total_weight).double().cpu().numpy()
         passed = torch.from_numpy(clf >= self.clf_threshold)
         if not passed.any():
             return clf, None
         if not passed.all():
             index = passed.nonzero().view(-1).to(images.device)
             kept = [_select(f, index) for f in kept]
-        for (model, dims), features in zip(runs, kept, strict=True):
-            moments.add(self._segment(model, dims, features))
+        for (model, dims, weight), features in zip(runs, kept, strict=True):
+            moments.add(self._segment(model, dims, features), weight)
         return clf, moments.result()
 
     @staticmethod
@@ -159,22 +170,45 @@ class Ensemble:
 
 
 class _Moments:
-    """Running mean and spread of probability maps: :meth:`result` is ``(mean, min(2 sigma, 1))``."""
+    """Running (weighted) mean and spread of probability maps: :meth:`result` is ``(mean, min(2 sigma, 1))``."""
 
     def __init__(self) -> None:
-        self.n = 0
+        self.n = 0.0
         self.total: torch.Tensor | None = None
         self.squares: torch.Tensor | None = None
 
-    def add(self, p: torch.Tensor) -> None:
-        self.n += 1
-        self.total = p if self.total is None else self.total + p
-        self.squares = p * p if self.squares is None else self.squares + p * p
+    def add(self, p: torch.Tensor, weight: float = 1.0) -> None:
+        self.n += weight
+        wp = _weigh(p, weight)
+        self.total = wp if self.total is None else self.total + wp
+        self.squares = wp * p if self.squares is None else self.squares + wp * p
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.total / self.n
         variance = (self.squares / self.n - mean * mean).clamp_(min=0)
         return mean, variance.sqrt_().mul_(2).clamp_(max=1)
+
+
+def _weighted(models: Sequence[nn.Module], weights: Sequence[float] | None) -> tuple[list[nn.Module], list[float]]:
+    """Return the models of non-zero weight and their weights, scaled to mean 1 (equal weights: exactly 1.0 each).
+
+    InputError when ``weights`` does not give one number >= 0 per model, not all 0.
+    """
+    if weights is None:
+        return list(models), [1.0] * len(models)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(models) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise InputError(
+            None, f"weights: expected one weight >= 0 per model ({len(models)} models), not all 0, got {weights}"
+        )
+    kept = [(model, w) for model, w in zip(models, weights, strict=True) if w > 0]
+    mean = sum(w for _, w in kept) / len(kept)
+    return [model for model, _ in kept], [w / mean for _, w in kept]
+
+
+def _weigh(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """``x`` times ``weight``; ``x`` itself for weight 1 (so that unweighted sums stay bit for bit as they were)."""
+    return x if weight == 1.0 else x * weight
 
 
 def _select(features, index: torch.Tensor):

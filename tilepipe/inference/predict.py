@@ -99,6 +99,7 @@ def predict_slide(
     progress: bool = True,
     windows_path: str | os.PathLike | None = None,
     stain: dict | None = None,
+    weights: Sequence[float] | None = None,
 ) -> dict:
     """Predict the slide store at ``store_path`` with the ensemble ``models``; write the probability store ``out_path``.
 
@@ -127,7 +128,8 @@ def predict_slide(
     ``stain``: the models' stain normalisation (a checkpoint's geometry
     ``stain``, :func:`tilepipe.data.stain.normalisation_settings`): the
     slide's map to it is measured once and applied to every resized window;
-    None: none.
+    None: none. ``weights``: one per model, a weighted ensemble mean
+    (:class:`tilepipe.inference.ensemble.Ensemble`); None: the plain mean.
 
     Returns stats: ``windows`` (total), ``skipped_background``,
     ``skipped_classifier``, ``segmented`` (window counts) and ``seconds``.
@@ -139,7 +141,9 @@ def predict_slide(
     level = choose_read_level(grid, input_size, len(store.levels), read_level)
     if batch_size < 1:
         raise InputError(None, f"batch_size must be at least 1, got {batch_size}")
-    ensemble = Ensemble(models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last)
+    ensemble = Ensemble(
+        models, tta, clf_threshold, select_device(device, "train.device"), amp, channels_last, weights=weights
+    )
     tissue_level = None if min_tissue is None else choose_tissue_level(grid.keep, len(store.levels))
     stain_map = None if stain is None else slide_map(store, stain)
     reader = _WindowReader(store, grid, level, input_size, mean, std, stain_map)
@@ -154,6 +158,8 @@ def predict_slide(
         "min_tissue": min_tissue,
         "models": len(models),
     }
+    if weights is not None:  # only then, so unweighted outputs stay as they were
+        settings["weights"] = [float(w) for w in weights]
     if stain_map is not None:  # only then, so outputs without normalisation stay as they were
         settings["stain"] = {**stain, "slide_map": {"scale": stain_map.scale, "offset": stain_map.offset}}
     stats = {"windows": len(grid), "skipped_background": 0, "skipped_classifier": 0, "segmented": 0}

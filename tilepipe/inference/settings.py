@@ -12,7 +12,9 @@ from typing import Any
 __all__ = ["prediction_settings", "with_geometry"]
 
 
-def prediction_settings(config: dict[str, Any], *, gate: bool = True) -> dict[str, Any]:
+def prediction_settings(
+    config: dict[str, Any], *, gate: bool = True, train: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Return, from a resolved config, the settings that change a prediction, sorted by key.
 
     Geometry (``tile_size``, ``input_size``, ``read_level``), TTA, the
@@ -22,14 +24,18 @@ def prediction_settings(config: dict[str, Any], *, gate: bool = True) -> dict[st
     the precision (``amp``: fp16 autocast on CUDA). Not
     ``inference.threshold`` (only the submission cuts at it) and none of the
     settings that change only speed (``inference.batch_size``).
+    ``train``: the ``train`` section whose ``input_size`` and ``read_level``
+    apply (an experiment's, :func:`tilepipe.experiments.experiment_sections`);
+    None: the config's.
     """
     inference = config["inference"]
+    train = config["train"] if train is None else train
     return dict(
         sorted(
             {
                 "tile_size": config["tiles"]["size"],
-                "input_size": config["train"]["input_size"],
-                "read_level": config["train"]["read_level"],
+                "input_size": train["input_size"],
+                "read_level": train["read_level"],
                 "saturation_threshold": config["tiles"]["saturation_threshold"],
                 "tta": list(inference["tta"]),
                 "clf_threshold": inference["clf_threshold"] if gate else None,

@@ -46,7 +46,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 import time
@@ -55,7 +54,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tilepipe
-from bench_scale import Timed, mib, peak_rss
+from bench_scale import Timed, child_result, mib, peak_rss
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -292,10 +291,7 @@ def measure(pair: str, args) -> dict:
     command += ["--budget", str(args.budget), "--threads", str(args.threads), "--epochs", str(args.epochs or 0)]
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, check=False)
-    if done.returncode:
-        raise SystemExit(f"{pair} failed (exit code {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
-    result = json.loads(done.stdout.splitlines()[-1])
+    result = child_result(pair, command, env)
     print(
         f"  {pair}: {result['params'] / 1e6:.2f} M params, {result['samples']} samples in "
         f"{result['train_seconds']:.0f} s ({result['samples_per_second']:.1f}/s; validation "

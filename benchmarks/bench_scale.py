@@ -321,11 +321,7 @@ def measure(kind: str, args) -> dict:
     command = [sys.executable, __file__, "--child", kind]
     for key in ("width", "height", "workdir", "input_size", "read_level", "batch_size", "threads"):
         command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, check=False)
-    if done.returncode:
-        raise SystemExit(f"{kind} failed (exit code {done.returncode}):\n{done.stdout}\n{done.stderr}")
-    result = json.loads(done.stdout.splitlines()[-1])
+    result = child_result(kind, command, {**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     print(
         f"  {kind}: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} CPU-s, peak RSS {mib(result['peak_rss'])}"
         f" (at start {mib(result['base_rss'])}); load average {os.getloadavg()[0]:.1f}"
@@ -338,6 +334,17 @@ def measure(kind: str, args) -> dict:
 
 
 # ------------------------------------------------------------------ the synthetic slide (parent)
+
+
+def child_result(name: str, command: list[str], env: dict[str, str]) -> dict:
+    """Run a benchmark's child ``command`` in the repository; return the JSON of its last stdout line.
+
+    Exits with the child's output tails, naming ``name``, when it fails.
+    """
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    if done.returncode:
+        raise SystemExit(f"{name} failed (exit code {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def tissue_slide(width: int, height: int, tissue: float, seed: int):

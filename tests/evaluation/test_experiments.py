@@ -66,3 +66,6 @@ def test_benchmark_seconds_sum_the_files_and_are_nan_when_one_is_missing(tmp_pat
     assert benchmark_seconds(files) == 3.75
     assert math.isnan(benchmark_seconds([*files, tmp_path / "missing.tsv"]))
     assert math.isnan(benchmark_seconds([]))
+    # Sums of Snakemake's 4-decimal seconds are rounded, not 64.11999999999999 in a spreadsheet.
+    tenths = [benchmark(tmp_path / f"t{i}.tsv", 0.1) for i in range(3)]
+    assert repr(benchmark_seconds(tenths)) == "0.3"

@@ -37,14 +37,14 @@ EXPERIMENT_COLUMNS = [
 
 
 def benchmark_seconds(paths: Sequence[str | os.PathLike]) -> float:
-    """Return the wall-clock seconds summed over the Snakemake benchmark files ``paths`` (column ``s``).
+    """Return the wall-clock seconds summed over the Snakemake benchmark files ``paths`` (column ``s``), to 0.01 s.
 
     NaN when any file is missing (a job not run by Snakemake, e.g. imported
     models) or ``paths`` is empty.
     """
     if not paths or not all(Path(p).is_file() for p in paths):
         return float("nan")
-    return float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in paths))
+    return round(float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in paths)), 2)
 
 
 def compare_experiments(

@@ -400,6 +400,9 @@ def main() -> None:
         f"{torch.__version__}, timm {timm.__version__}, smp {smp.__version__}"
     )
     print(f"machine: {machine}; load average {loads[0]:.2f} at start; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    if not args.keep and args.workdir.exists() and any(args.workdir.iterdir()):
+        # Without --keep the folder is removed at the end: only one this run made.
+        raise SystemExit(f"{args.workdir}: not empty; pass --keep to reuse it, or name a new folder")
     args.workdir.mkdir(parents=True, exist_ok=True)
     try:
         prepare(args.workdir, config, threads=2)

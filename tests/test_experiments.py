@@ -97,11 +97,33 @@ def test_the_ensemble_is_every_experiment_at_equal_weights_unless_chosen():
             {"experiments": {"main": {}, "big": {"train": {"input_size": 128}}}},
             r"ensemble\.experiments: big's train\.input_size 128 differs from main's 64",
         ),
+        ({"experiments": {"main": {}, "b": {}}, "ensemble": {"weights": [1, float("nan")]}}, r"ensemble\.weights"),
+        ({"experiments": {"main": {}, "b": {}}, "ensemble": {"weights": [2, -1]}}, r"ensemble\.weights"),
+        ({"experiments": {"main": {}, "UnetPP": {}, "unetpp": {}}}, r"differ only in case.*UnetPP, unetpp"),
+        (
+            {"experiments": {"main": {}, "b": {"train": {"num_workers": 0}}}},
+            r"experiments\.b\.train\.num_workers: set for the whole run",
+        ),
+        ({"experiments": {"main": {}, "b": {"train": {"device": "cpu"}}}}, r"experiments\.b\.train\.device"),
+        (
+            {"experiments": {"main": {}, "b": {"model": {"clf_head": False}}}},
+            r"inference\.clf_threshold: b's model has no classification head",
+        ),
     ],
 )
 def test_contradictions_are_refused_naming_the_experiment_and_key(config, message):
     with pytest.raises(InputError, match=message):
         tconfig.resolve(config)
+
+
+def test_a_headless_member_is_allowed_when_nothing_gates_on_the_head():
+    config = tconfig.resolve(
+        {"experiments": {"main": {}, "b": {"model": {"clf_head": False}}}, "inference": {"clf_threshold": None}}
+    )
+    assert experiment_sections(config, "b")["model"]["clf_head"] is False
+    tconfig.resolve(
+        {"experiments": {"main": {}, "b": {"model": {"clf_head": False}}}, "ensemble": {"experiments": ["main"]}}
+    )
 
 
 def test_a_member_left_out_of_the_ensemble_may_take_another_input_size():

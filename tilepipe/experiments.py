@@ -20,12 +20,14 @@ Torch-free: the Snakefile resolves experiments at parse time.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from tilepipe.errors import InputError
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "RUN_WIDE_TRAIN_KEYS",
     "EXPERIMENT_SECTIONS",
     "ROOT",
     "check_experiments",
@@ -41,6 +43,10 @@ __all__ = [
 DEFAULT_EXPERIMENT = "main"
 EXPERIMENT_SECTIONS = ("model", "loss", "train")
 ROOT = "results"  # the default experiment's root; others: results/experiments/{name}
+# Train keys an overlay may not set: the jobs' threads and DataLoader workers,
+# logging and the device are read from the top-level train section (the
+# runtime-only keys of tilepipe.config.RUNTIME_KEYS, and the device).
+RUN_WIDE_TRAIN_KEYS = ("num_workers", "log_every", "device")
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -116,9 +122,12 @@ def check_experiments(config: dict[str, Any], check_sections) -> None:
     Refused: named experiments without :data:`DEFAULT_EXPERIMENT` (whose
     results keep the single-model paths; its overlay may be empty), an
     ensemble member that is no experiment or is listed twice, weights that
-    do not match the members one to one or do not sum above 0, and members
-    whose ``train.input_size`` or ``train.read_level`` differ (an
-    ensemble's members see one input).
+    do not match the members one to one, are not finite and >= 0 or do not
+    sum above 0, members whose ``train.input_size`` or ``train.read_level``
+    differ (an ensemble's members see one input), a member without a
+    classification head while ``inference.clf_threshold`` gates on it,
+    names that differ only in case (one folder on macOS and Windows), and
+    overlays of the run-wide keys :data:`RUN_WIDE_TRAIN_KEYS`.
     """
     names = experiment_names(config)
     if config.get("experiments") and DEFAULT_EXPERIMENT not in names:
@@ -128,8 +137,21 @@ def check_experiments(config: dict[str, Any], check_sections) -> None:
             f"results/models, results/predictions, results/eval; its overlay may be empty: "
             f"{DEFAULT_EXPERIMENT}: {{}}); got {', '.join(names)}",
         )
+    folded = [name.casefold() for name in names]
+    clash = sorted({name for name, key in zip(names, folded, strict=True) if folded.count(key) > 1})
+    if clash:
+        raise InputError(None, f"experiments: names that differ only in case share one folder: {', '.join(clash)}")
     for name in names:
         where = "" if not config.get("experiments") else f"experiments.{name}."
+        run_wide = sorted(
+            set((config.get("experiments") or {}).get(name, {}).get("train") or {}) & set(RUN_WIDE_TRAIN_KEYS)
+        )
+        if run_wide:
+            raise InputError(
+                None,
+                f"{where}train.{run_wide[0]}: set for the whole run (top-level train section): the jobs' threads, "
+                "memory and device are one for every experiment",
+            )
         check_sections(experiment_sections(config, name), where)
     ensemble = config.get("ensemble") or {}
     members = ensemble.get("experiments")
@@ -143,11 +165,21 @@ def check_experiments(config: dict[str, Any], check_sections) -> None:
             )
     members = members or names
     weights = ensemble.get("weights")
-    if weights is not None and (len(weights) != len(members) or sum(weights) <= 0):
+    if weights is not None and (
+        len(weights) != len(members) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0
+    ):
         raise InputError(
             None,
             f"ensemble.weights: expected one weight >= 0 per member ({', '.join(members)}), not all 0, got {weights}",
         )
+    if config["inference"].get("clf_threshold") is not None:
+        headless = [m for m in members if not experiment_sections(config, m)["model"].get("clf_head", True)]
+        if headless:
+            raise InputError(
+                None,
+                f"inference.clf_threshold: {headless[0]}'s model has no classification head (model.clf_head: false) "
+                "to gate the ensemble's windows; set inference.clf_threshold: null or leave it out of the ensemble",
+            )
     first = experiment_sections(config, members[0])["train"]
     for name in members[1:]:
         train = experiment_sections(config, name)["train"]

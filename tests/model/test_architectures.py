@@ -364,7 +364,12 @@ def test_config_validation_names_the_key_before_any_job(model, train, match):
 
 def test_valid_architecture_settings_pass_config_validation():
     resolve({"model": {"architecture": "Unet", "encoder": "timm/convnext_tiny.fb_in22k", "decoder_attention": "scse"}})
-    resolve({"model": {"architecture": "FPN", "deep_supervision": False, "cbam": False, "clf_head": False}})
+    resolve(
+        {
+            "model": {"architecture": "FPN", "deep_supervision": False, "cbam": False, "clf_head": False},
+            "inference": {"clf_threshold": None},  # no head to gate on (tests/test_experiments.py)
+        }
+    )
     resolve({"model": {"architecture": "PAN"}, "train": {"input_size": 128}})
     resolve({"model": {"encoder": "timm/efficientnet_b0", "deep_supervision": True}})
 

@@ -71,7 +71,10 @@ rule apply_predict:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        # 8 GB per attempt and ensemble member (a folder of models: one member).
+        mem_mb=lambda wildcards, attempt: 8000
+        * attempt
+        * (len(ENSEMBLE) if config["apply"]["models"] is None else 1),
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         inference=APPLY_INFERENCE,

@@ -235,6 +235,14 @@ def stage_models(stage, experiment=DEFAULT_EXPERIMENT):
     )
 
 
+def prediction_mem_mb(slide, attempt):
+    """Host memory (MB) of a prediction job: 8 GB per attempt and ensemble member for a
+    slide the ensemble predicts (its members' models are held at once), per attempt
+    for an out-of-fold slide (one experiment's fold model)."""
+    members = 1 if slide in OOF_IDS else len(ENSEMBLE)
+    return 8000 * attempt * members
+
+
 def ensemble_models(stage):
     """The fold models of ``stage`` of every ensemble member, member by member: they predict test and external slides."""
     return [path for name in ENSEMBLE for path in stage_models(stage, name)]

@@ -187,3 +187,23 @@ def test_unequal_weights_reach_the_ensembles_predictions_only(tmp_path):
     assert parsed["rules"]["apply_predict"]["params"]["inference"]["weights"] == [0.75] * 4 + [0.25] * 4
     equal = parse_workflow(tmp_path, REPO / "config.yaml", REPO / "configs/experiments.yaml")
     assert "weights" not in equal["predict_inference"]["test"], "equal weights: the plain mean, params as before"
+
+
+def test_a_prediction_by_the_ensemble_asks_memory_for_every_member(tmp_path):
+    """predict's mem_mb: 8 GB per member for the ensemble's test and external slides, 8 GB out of fold."""
+    result = run_snakemake(tmp_path, "-n", "--forceall", "submission", "eval", overlay=TWO)
+    asked = {}
+    for block in re.split(r"\n(?=\[)", result.stdout + result.stderr):
+        if "rule predict:" in block:
+            output = re.search(r"output: (\S+?\.zarr)", block).group(1)
+            asked[output] = int(re.search(r"mem_mb=(\d+)", block).group(1))
+    predicted = {wildcard(j, "slide") for j in scheduled_jobs(result) if j.rule == "objects"}
+    ensemble = {
+        p: m
+        for p, m in asked.items()
+        if re.search(r"^results/predictions/stage\d/(\w+)\.zarr$", p)
+        and p.split("/")[-1].removesuffix(".zarr") in predicted
+    }
+    out_of_fold = {p: m for p, m in asked.items() if p not in ensemble}
+    assert ensemble and set(ensemble.values()) == {16000}
+    assert any(p.startswith(UNETPP) for p in out_of_fold) and set(out_of_fold.values()) == {8000}

@@ -45,21 +45,29 @@ rule eval_stage:
             caption="../report/dice_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
-            labels={"stage": "{stage}", "content": "Dice per slide"},
+            labels={
+                "models": "{root}",
+                "stage": "{stage}",
+                "content": "Dice per slide",
+            },
         ),
         sweep=report(
             "{root}/eval/threshold_sweep_{stage}.csv",
             caption="../report/sweep_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
-            labels={"stage": "{stage}", "content": "threshold sweep"},
+            labels={
+                "models": "{root}",
+                "stage": "{stage}",
+                "content": "threshold sweep",
+            },
         ),
         gates=report(
             "{root}/eval/gate_sweep_{stage}.csv",
             caption="../report/gate_table.rst",
             category="Out-of-fold Dice",
             subcategory="{stage}",
-            labels={"stage": "{stage}", "content": "gate sweep"},
+            labels={"models": "{root}", "stage": "{stage}", "content": "gate sweep"},
         ),
         provenance=provenance("{root}/eval/dice_{stage}.csv"),
     log:

@@ -57,3 +57,8 @@ def test_two_experiments_train_and_the_test_prediction_averages_both(tmp_path):
     assert (table["parameters"] > 0).all() and table["parameters"].nunique() == 2
     assert (table["train_seconds"] > 0).all() and (table["predict_seconds"] > 0).all()
     assert table["mean_dice"].between(0, 1).all()
+    # snakemake --report: each experiment's out-of-fold tables, told apart by their "models" label.
+    run_snakemake(tmp_path, "--report", "report.html", "submission", "results/eval/experiments.csv", overlay=config)
+    report = (tmp_path / "report.html").read_text()
+    for root in ("results", UNETPP):
+        assert report.count(f'"models": "{root}", "stage": "stage1"') == 3, root

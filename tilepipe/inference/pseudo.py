@@ -20,13 +20,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import zarr
 
 from tilepipe.atomic import atomic_output
 from tilepipe.errors import InputError
 from tilepipe.stores.ngff import create_label_levels, relative_source
-from tilepipe.stores.probability import foreground_cutoff, read_probability
+from tilepipe.stores.probability import read_probability, write_mask
 from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
 
@@ -54,20 +53,14 @@ def write_pseudo_labels(
         raise InputError(
             probability_store, f"prediction shape {probability.shape} differs from the slide's {store.shape}"
         )
-    cutoff = foreground_cutoff(threshold)
     shapes = store.level_shapes
     chunk = store.levels[0].chunks[-1]
     band_rows = store.levels[0].chunks[-2]
-    height = store.shape[0]
-    foreground = 0
     with atomic_output(out_path) as tmp, ThreadPoolExecutor(threads) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         source = relative_source(out_path, slide_store)
         writer = create_label_levels(root, shapes, chunk=chunk, name=LABEL_NAME, pool=pool, source=source)
-        for y0 in range(0, height, band_rows):
-            band = (probability[y0 : y0 + band_rows, :] >= cutoff).astype(np.uint8)
-            foreground += int(band.sum(dtype=np.int64))
-            writer.write(band)
+        foreground = write_mask(probability, threshold, writer, band_rows)
         root.attrs["tilepipe"] = {
             "kind": "pseudo-labels",
             "slide_store": Path(slide_store).name,

@@ -37,7 +37,6 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import zarr
 
 from tilepipe.atomic import atomic_output
@@ -52,6 +51,7 @@ from tilepipe.stores.probability import (
     foreground_cutoff,
     read_probability,
     read_uncertainty,
+    write_mask,
 )
 from tilepipe.stores.slide import LABEL_NAME, SlideStore
 
@@ -159,12 +159,7 @@ def assemble_apply_store(
         labels[LABEL_NAME].attrs["ome"] = label_attrs(
             LABEL_NAME, len(shapes), colors=GLOMERULUS_COLORS, properties=GLOMERULUS_PROPERTIES
         )
-        for y0 in range(0, shapes[0][0], band_rows):
-            band = (probability[y0 : y0 + band_rows, :] >= cutoff).astype(np.uint8)
-            counts["foreground_px"] += int(band.sum(dtype=np.int64))
-            mask.write(band)
-        if not mask.done:
-            raise RuntimeError(f"{out_path}: the glomerulus mask was not written to its last row")
+        counts["foreground_px"] = write_mask(probability, threshold, mask, band_rows)
 
         for name, (group, path, colors) in sources.items():
             list_label(labels, name)

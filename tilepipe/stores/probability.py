@@ -55,6 +55,7 @@ __all__ = [
     "foreground_cutoff",
     "read_probability",
     "read_uncertainty",
+    "write_mask",
     "write_probability",
 ]
 
@@ -80,6 +81,25 @@ def foreground_cutoff(threshold: float) -> int:
     if not 0 <= threshold <= 1:
         raise InputError(None, f"threshold must be in [0, 1], got {threshold}")
     return math.floor(threshold * PROBABILITY_SCALE + 0.5)
+
+
+def write_mask(probability: zarr.Array, threshold: float, writer: PyramidWriter, band_rows: int) -> int:
+    """Write the mask ``probability >= threshold`` (``(y, x)`` uint8 0/1) into ``writer``'s levels.
+
+    ``probability``: a stored ``(y, x)`` probability level 0; swept in bands of
+    ``band_rows`` rows (no whole-slide mask). Returns the number of foreground
+    pixels; raises RuntimeError if the writer's pyramid is not complete after
+    the last band (its level 0 has another height).
+    """
+    cutoff = foreground_cutoff(threshold)
+    foreground = 0
+    for y0 in range(0, probability.shape[0], band_rows):
+        band = (probability[y0 : y0 + band_rows, :] >= cutoff).astype(np.uint8)
+        foreground += int(band.sum(dtype=np.int64))
+        writer.write(band)
+    if not writer.done:
+        raise RuntimeError("the mask's pyramid was not written to its last row")
+    return foreground
 
 
 def read_probability(path: str | os.PathLike) -> zarr.Array:

@@ -235,12 +235,18 @@ def stage_models(stage, experiment=DEFAULT_EXPERIMENT):
     )
 
 
-def prediction_mem_mb(slide, attempt):
-    """Host memory (MB) of a prediction job: 8 GB per attempt and ensemble member for a
-    slide the ensemble predicts (its members' models are held at once), per attempt
-    for an out-of-fold slide (one experiment's fold model)."""
-    members = 1 if slide in OOF_IDS else len(ENSEMBLE)
-    return 8000 * attempt * members
+def predicted_by_ensemble(wildcards):
+    """Whether prediction ``wildcards`` is the ensemble's: a test or external slide under results/
+    (a train slide's is its experiment's, out of fold)."""
+    return (
+        wildcards.root == ROOTS[DEFAULT_EXPERIMENT] and wildcards.slide not in TRAIN_IDS
+    )
+
+
+def prediction_mem_mb(wildcards, attempt):
+    """Host memory (MB) of prediction job ``wildcards``: 8 GB per attempt, times the ensemble's
+    members for the ensemble's predictions (every member's models are held at once)."""
+    return 8000 * attempt * (len(ENSEMBLE) if predicted_by_ensemble(wildcards) else 1)
 
 
 def ensemble_models(stage):
@@ -262,14 +268,14 @@ def ensemble_inference(gate=True):
 def prediction_models(wildcards):
     """The models of a prediction: a train slide's are its experiment's (predict keeps the one that held it out);
     a test or external slide's under results/ are the ensemble's."""
-    if wildcards.root == ROOTS[DEFAULT_EXPERIMENT] and wildcards.slide not in TRAIN_IDS:
+    if predicted_by_ensemble(wildcards):
         return ensemble_models(wildcards.stage)
     return stage_models(wildcards.stage, experiment_of_root(wildcards.root))
 
 
 def prediction_inference(wildcards):
     """The ``inference`` params of prediction ``wildcards``: out-of-fold ones ungated, at their experiment's geometry."""
-    if wildcards.root == ROOTS[DEFAULT_EXPERIMENT] and wildcards.slide not in TRAIN_IDS:
+    if predicted_by_ensemble(wildcards):
         return ensemble_inference(gate=wildcards.slide not in OOF_IDS)
     train = experiment_sections(config, experiment_of_root(wildcards.root))["train"]
     return prediction_settings(config, gate=wildcards.slide not in OOF_IDS, train=train)

@@ -25,7 +25,7 @@ rule predict:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: prediction_mem_mb(wildcards.slide, attempt),
+        mem_mb=prediction_mem_mb,
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         # What a prediction depends on: not inference.threshold (only the

@@ -11,7 +11,6 @@ from tilepipe.experiments import (
     experiment_of_root,
     experiment_root,
     experiment_sections,
-    resolve_experiments,
 )
 
 UNETPP = {"model": {"architecture": "UnetPlusPlus", "encoder": "timm/regnety_002"}, "train": {"lr": 3e-3}}
@@ -34,7 +33,7 @@ def test_an_overlay_merges_over_the_top_level_sections_and_leaves_them_alone():
     config = tconfig.resolve(
         {"train": {"epochs": 5}, "experiments": {"main": {}, "unetpp": UNETPP}, "loss": {"clf": 0.5}}
     )
-    experiments = resolve_experiments(config)
+    experiments = {name: experiment_sections(config, name) for name in experiment_names(config)}
     assert list(experiments) == ["main", "unetpp"]
     main, unetpp = experiments["main"], experiments["unetpp"]
     assert main["model"]["architecture"] == "unet_1st_place" and main["train"]["lr"] == 1e-3

@@ -37,7 +37,6 @@ __all__ = [
     "experiment_root",
     "experiment_sections",
     "merge",
-    "resolve_experiments",
 ]
 
 DEFAULT_EXPERIMENT = "main"
@@ -78,11 +77,6 @@ def experiment_sections(config: dict[str, Any], name: str) -> dict[str, dict[str
         section: dict(sorted(merge(config[section], overlay.get(section) or {}).items()))
         for section in EXPERIMENT_SECTIONS
     }
-
-
-def resolve_experiments(config: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Return every experiment's name -> its merged sections (:func:`experiment_sections`), in config order."""
-    return {name: experiment_sections(config, name) for name in experiment_names(config)}
 
 
 def experiment_root(name: str) -> str:

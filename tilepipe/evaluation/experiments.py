@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tilepipe.evaluation.dice import dice
-from tilepipe.evaluation.objects import object_scores
 from tilepipe.evaluation.plots import _save
+from tilepipe.evaluation.summary import pooled_scores
 
 __all__ = ["EXPERIMENT_COLUMNS", "benchmark_seconds", "compare_experiments", "plot_experiments"]
 
@@ -71,13 +70,7 @@ def compare_experiments(
     """
     rows = []
     for name, table in dice_tables.items():
-        sums = table[["intersection", "predicted_pixels", "truth_pixels"]].sum()
-        counts = ("predicted_objects", "truth_objects", "matched_objects")
-        f1 = (
-            float(object_scores(*(int(table[c].sum()) for c in counts))["object_f1"])
-            if set(counts) <= set(table.columns)
-            else float("nan")
-        )
+        scores = pooled_scores(table)
         rows.append(
             {
                 "experiment": name,
@@ -85,11 +78,9 @@ def compare_experiments(
                 "encoder": models[name]["encoder"],
                 "ensemble_weight": float(ensemble.get(name, 0.0)),
                 "slides": len(table),
-                "mean_dice": float(table["dice"].mean()),
-                "global_dice": float(
-                    dice(int(sums["intersection"]), int(sums["predicted_pixels"]), int(sums["truth_pixels"]))
-                ),
-                "object_f1": f1,
+                "mean_dice": scores["mean_dice"],
+                "global_dice": scores["global_dice"],
+                "object_f1": scores.get("object_f1", float("nan")),
                 "parameters": int(parameters[name]),
                 "train_seconds": float(train_seconds[name]),
                 "predict_seconds": float(predict_seconds[name]),

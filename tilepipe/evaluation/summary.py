@@ -10,7 +10,7 @@ import pandas as pd
 from tilepipe.evaluation.dice import best_threshold, dice
 from tilepipe.evaluation.objects import COUNT_COLUMNS, OBJECT_COLUMNS, object_scores
 
-__all__ = ["SUMMARY_COLUMNS", "summarize"]
+__all__ = ["SUMMARY_COLUMNS", "pooled_scores", "summarize"]
 
 
 SUMMARY_COLUMNS = [
@@ -101,20 +101,25 @@ def summarize(
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _summary_row(stage: str, scope: str, fold: str, table: pd.DataFrame, threshold: float) -> dict:
-    """Mean of the table's per-image Dice, the Dice of its pooled pixel counts and its pooled object scores."""
+def pooled_scores(table: pd.DataFrame) -> dict:
+    """Scores of a per-image Dice table: ``mean_dice`` (mean of its Dice), ``global_dice`` (the Dice of its
+    pooled pixel counts) and, where it has object counts, their sums and the pooled object scores."""
     pooled = dice(table["intersection"].sum(), table["predicted_pixels"].sum(), table["truth_pixels"].sum())
-    row = {
+    scores = {"mean_dice": float(table["dice"].mean()), "global_dice": float(pooled)}
+    if set(COUNT_COLUMNS) <= set(table.columns):
+        counts = {column: int(table[column].sum()) for column in COUNT_COLUMNS}
+        scores.update(counts)
+        scores.update({key: float(value) for key, value in object_scores(*counts.values()).items()})
+    return scores
+
+
+def _summary_row(stage: str, scope: str, fold: str, table: pd.DataFrame, threshold: float) -> dict:
+    """The summary row of a per-image Dice table (:func:`pooled_scores`) in ``stage``, ``scope`` and ``fold``."""
+    return {
         "stage": stage,
         "scope": scope,
         "fold": fold,
         "slides": len(table),
         "threshold": threshold,
-        "mean_dice": float(table["dice"].mean()),
-        "global_dice": float(pooled),
+        **pooled_scores(table),
     }
-    if set(COUNT_COLUMNS) <= set(table.columns):
-        counts = {column: int(table[column].sum()) for column in COUNT_COLUMNS}
-        row.update(counts)
-        row.update({key: float(value) for key, value in object_scores(*counts.values()).items()})
-    return row
